@@ -1,0 +1,2 @@
+//! The `exchange` binary.
+fn main() {}

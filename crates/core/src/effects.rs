@@ -1,0 +1,90 @@
+//! What a handler asks its driver to do: apply writes, then send, reply and arm timers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BindingId, LegId, SettlementId};
+use crate::ledger::Write;
+use crate::message::{ClientReply, PeerMessage};
+use crate::records::OutboxKey;
+use crate::region::Province;
+
+/// The driver's handle for a waiting client (a gRPC call, a simulated hospital).
+pub type ReplyTo = u64;
+
+/// A timer the driver fires back as an event at `at_mono_ms` on the node's monotonic clock.
+/// Timers are never cancelled: a handler that finds its timer stale does nothing.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timer {
+    pub at_mono_ms: u64,
+    pub kind: TimerKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TimerKind {
+    /// The participant's hold reached its deadline: ask the coordinator.
+    HoldDeadline(LegId),
+    /// The coordinator stops waiting for votes of `round`.
+    VoteDeadline { settlement: SettlementId, round: u8 },
+    /// The coordinator re-sends what is not yet acknowledged.
+    Resend(OutboxKey),
+    /// A client waiting for a binding's registration gets "pending" instead.
+    BindWait(BindingId),
+}
+
+/// Something worth counting or tracing that is not a state change (for metrics, the monitor
+/// and the simulator's report).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Note {
+    /// A settlement was decided; `replanned` when a grantor's no or timeout changed the plan.
+    SettlementDecided {
+        settlement: SettlementId,
+        rounds: u8,
+        replanned: bool,
+        cash_only: bool,
+    },
+    /// A hold was resolved on this node after `held_ms` on its clock.
+    HoldResolved { leg: LegId, committed: bool },
+    /// A message that breaks the protocol's rules arrived (a bug or a hostile peer). It changed
+    /// nothing; it is reported so tests and operators see it.
+    ProtocolViolation { from: Province, detail: String },
+}
+
+/// Output of one handler. The driver must apply `writes` atomically and make them durable
+/// before any of `sends` or `replies` leaves the node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Effects {
+    pub writes: Vec<Write>,
+    pub sends: Vec<(Province, PeerMessage)>,
+    pub replies: Vec<(ReplyTo, ClientReply)>,
+    pub timers: Vec<Timer>,
+    pub notes: Vec<Note>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+            && self.sends.is_empty()
+            && self.replies.is_empty()
+            && self.timers.is_empty()
+    }
+
+    pub fn send(&mut self, to: Province, message: PeerMessage) {
+        self.sends.push((to, message));
+    }
+
+    pub fn reply(&mut self, to: ReplyTo, reply: ClientReply) {
+        self.replies.push((to, reply));
+    }
+
+    pub fn timer(&mut self, at_mono_ms: u64, kind: TimerKind) {
+        self.timers.push(Timer { at_mono_ms, kind });
+    }
+
+    pub fn extend(&mut self, other: Effects) {
+        self.writes.extend(other.writes);
+        self.sends.extend(other.sends);
+        self.replies.extend(other.replies);
+        self.timers.extend(other.timers);
+        self.notes.extend(other.notes);
+    }
+}

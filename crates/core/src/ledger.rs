@@ -1,0 +1,87 @@
+//! How the core sees storage: a read-only view in, write sets out.
+//!
+//! The core never writes. Each handler reads what it needs through [`LedgerView`] and returns
+//! the changes as one [`Write`] list, which the driver applies atomically (one sled transaction,
+//! or one step of the simulator's disk) before anything the handler sends or replies leaves the
+//! node. Fence writes carry the value they expect to replace, so the driver applies them by
+//! compare-and-set and a lost race can never apply a balance change twice.
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::Account;
+use crate::binding::Binding;
+use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId};
+use crate::person::PersonId;
+use crate::records::{
+    CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord,
+};
+
+/// Read access to one node's durable state (and writes applied but maybe not yet flushed).
+pub trait LedgerView {
+    type Error: std::fmt::Debug;
+
+    fn account(&self, person: &PersonId) -> Result<Option<Account>, Self::Error>;
+    /// An authoritative binding (this node is the grantor's).
+    fn binding(&self, id: &BindingId) -> Result<Option<Binding>, Self::Error>;
+    /// A grantee-side copy of a binding (this node is the grantee's).
+    fn binding_copy(&self, id: &BindingId) -> Result<Option<Binding>, Self::Error>;
+    /// Ids of the authoritative bindings where `person` is grantor.
+    fn bindings_of_grantor(&self, person: &PersonId) -> Result<Vec<BindingId>, Self::Error>;
+    /// Ids of the binding copies where `person` is grantee.
+    fn bindings_of_grantee(&self, person: &PersonId) -> Result<Vec<BindingId>, Self::Error>;
+    fn fence(&self, leg: &LegId) -> Result<Option<Fence>, Self::Error>;
+    fn settlement(&self, id: &SettlementId) -> Result<Option<SettlementRecord>, Self::Error>;
+    fn refund(&self, id: &RefundId) -> Result<Option<RefundRecord>, Self::Error>;
+    fn credit(&self, id: &CreditId) -> Result<Option<CreditRecord>, Self::Error>;
+    /// The last binding serial this node issued (0 if none).
+    fn binding_serial(&self) -> Result<u64, Self::Error>;
+}
+
+/// One change to durable state. A handler's list is applied atomically, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Write {
+    Account(Account),
+    Binding(Binding),
+    BindingCopy(Binding),
+    GrantorIndex {
+        person: PersonId,
+        bindings: Vec<BindingId>,
+    },
+    GranteeIndex {
+        person: PersonId,
+        bindings: Vec<BindingId>,
+    },
+    /// Compare-and-set: applies only if the stored fence equals `expected`.
+    Fence {
+        leg: LegId,
+        expected: Option<Fence>,
+        new: Fence,
+    },
+    /// Adds (`true`) or removes a leg from the index of live holds scanned at recovery.
+    LiveHold {
+        leg: LegId,
+        live: bool,
+    },
+    Settlement(SettlementRecord),
+    Refund(RefundRecord),
+    /// Adds or removes an item the coordinator must still deliver (scanned at recovery).
+    Outbox {
+        key: OutboxKey,
+        live: bool,
+    },
+    Credit(CreditRecord),
+    BindingSerial(u64),
+    /// Appended with the node's next journal sequence number.
+    Journal(JournalEntry),
+}
+
+/// Why a write set could not be applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("fence of leg {leg} changed under us (expected {expected}, found {found})")]
+    FenceConflict {
+        leg: String,
+        expected: String,
+        found: String,
+    },
+}

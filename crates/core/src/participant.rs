@@ -1,0 +1,663 @@
+//! The participant: the node that owns an account decides every hold, debit and credit on it.
+//!
+//! It is the authority over its accounts and bindings: it checks the binding, the limits, the
+//! card and the balance, holds, votes, and turns the hold into a debit or releases it when the
+//! coordinator says so. A hold it voted yes on is never released on its own: past its deadline
+//! the participant asks the coordinator until it gets an answer.
+
+use crate::binding::{Binding, BindingKind, BindingStatus};
+use crate::config::ProtocolConfig;
+use crate::effects::{Effects, Note, TimerKind};
+use crate::error::HandlerError;
+use crate::ids::LegId;
+use crate::ledger::{LedgerView, Write};
+use crate::message::{LegOutcome, PeerMessage, Prepare, Vote};
+use crate::money::Money;
+use crate::person::PersonId;
+use crate::reason::Refusal;
+use crate::records::{Fence, Hold, JournalEntry, JournalKind};
+use crate::region::Province;
+use crate::time::Now;
+
+type Outcome<V> = Result<Effects, HandlerError<<V as LedgerView>::Error>>;
+
+/// A prepare that passed every check: the account, its binding (none for the own account)
+/// and the amount to hold.
+type Checked = (crate::account::Account, Option<Binding>, Money);
+
+/// Participant logic for one node. Stateless: everything it knows is in the ledger.
+#[derive(Clone, Copy, Debug)]
+pub struct Participant<'a> {
+    pub province: Province,
+    pub config: &'a ProtocolConfig,
+}
+
+fn storage<E: std::fmt::Debug>(error: E) -> HandlerError<E> {
+    HandlerError::Storage(error)
+}
+
+impl Participant<'_> {
+    fn fence<V: LedgerView>(
+        &self,
+        view: &V,
+        leg: &LegId,
+    ) -> Result<Option<Fence>, HandlerError<V::Error>> {
+        if !self.config.safeguards.fence {
+            // Mutation: behave as if no fence had ever been written, except for a live hold,
+            // which the hold itself still needs to be released.
+            return match view.fence(leg).map_err(storage)? {
+                Some(fence @ Fence::Prepared(_)) => Ok(Some(fence)),
+                _ => Ok(None),
+            };
+        }
+        view.fence(leg).map_err(storage)
+    }
+
+    /// Checks a prepare against the authority rules; `Err` is the refusal to vote.
+    fn check_prepare<V: LedgerView>(
+        &self,
+        view: &V,
+        from: Province,
+        prepare: &Prepare,
+        now: Now,
+    ) -> Result<Result<Checked, Refusal>, HandlerError<V::Error>> {
+        let Some(account) = view.account(&prepare.account).map_err(storage)? else {
+            return Ok(Err(Refusal::UnknownAccount));
+        };
+        let binding = match prepare.binding {
+            None => {
+                // The own account may be drawn only by this province's coordinator, for its owner.
+                if from != self.province || prepare.account != prepare.patient {
+                    return Ok(Err(Refusal::NotAuthorized));
+                }
+                None
+            }
+            Some(id) => {
+                let Some(binding) = view.binding(&id).map_err(storage)? else {
+                    return Ok(Err(Refusal::UnknownBinding));
+                };
+                if binding.grantor != prepare.account || binding.grantee != prepare.patient {
+                    return Ok(Err(Refusal::GranteeMismatch));
+                }
+                // A peer coordinates only for bindings whose grantee is in its own province.
+                if binding.grantee_province != from {
+                    return Ok(Err(Refusal::NotAuthorized));
+                }
+                match binding.status {
+                    BindingStatus::Active => {}
+                    BindingStatus::Pending => return Ok(Err(Refusal::BindingPending)),
+                    BindingStatus::Refused => return Ok(Err(Refusal::UnknownBinding)),
+                    BindingStatus::Revoked { .. } => return Ok(Err(Refusal::BindingRevoked)),
+                }
+                if binding.kind != BindingKind::MutualAid {
+                    return Ok(Err(Refusal::NotMutualAid));
+                }
+                Some(binding)
+            }
+        };
+        if let Some(refusal) = account.payment_refusal() {
+            return Ok(Err(refusal));
+        }
+        let available = account.available();
+        let mut amount = prepare.amount_max.min(available);
+        let mut limited = false;
+        if let Some(binding) = &binding {
+            if let Some(limit) = binding.limits.per_settlement {
+                limited |= limit < amount;
+                amount = amount.min(limit);
+            }
+            if let Some(remaining) = binding.monthly_remaining(now.month()) {
+                limited |= remaining < amount;
+                amount = amount.min(remaining);
+            }
+        }
+        if amount.is_zero() {
+            let reason = if limited {
+                Refusal::LimitReached
+            } else {
+                Refusal::InsufficientBalance
+            };
+            return Ok(Err(reason));
+        }
+        Ok(Ok((account, binding, amount)))
+    }
+
+    /// A coordinator asks to hold up to `amount_max` for a leg.
+    pub fn on_prepare<V: LedgerView>(
+        &self,
+        view: &V,
+        from: Province,
+        prepare: &Prepare,
+        now: Now,
+    ) -> Outcome<V> {
+        let mut effects = Effects::default();
+        let leg = &prepare.leg;
+        if leg.coordinator != from {
+            // Only the coordinator named in the leg may prepare it; nothing is written.
+            effects.notes.push(Note::ProtocolViolation {
+                from,
+                detail: format!("prepare of foreign leg {leg}"),
+            });
+            effects.send(
+                from,
+                PeerMessage::Vote {
+                    leg: leg.clone(),
+                    vote: Vote::No {
+                        reason: Refusal::NotAuthorized,
+                    },
+                },
+            );
+            return Ok(effects);
+        }
+        match self.fence(view, leg)? {
+            Some(Fence::Prepared(hold)) => {
+                // A duplicate: the same vote again.
+                let vote = Vote::Yes {
+                    held: hold.amount,
+                    available_before: hold.available_before,
+                };
+                effects.send(
+                    from,
+                    PeerMessage::Vote {
+                        leg: leg.clone(),
+                        vote,
+                    },
+                );
+                return Ok(effects);
+            }
+            Some(Fence::Committed { amount, .. }) => {
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome: LegOutcome::Committed { amount },
+                    },
+                );
+                return Ok(effects);
+            }
+            Some(Fence::Aborted { refusal }) => {
+                let reason = refusal.unwrap_or(Refusal::AlreadyAborted);
+                effects.send(
+                    from,
+                    PeerMessage::Vote {
+                        leg: leg.clone(),
+                        vote: Vote::No { reason },
+                    },
+                );
+                return Ok(effects);
+            }
+            Some(Fence::Credited { .. }) => {
+                effects.notes.push(Note::ProtocolViolation {
+                    from,
+                    detail: format!("prepare of credit leg {leg}"),
+                });
+                return Ok(effects);
+            }
+            None => {}
+        }
+        let (mut account, binding, amount) = match self.check_prepare(view, from, prepare, now)? {
+            Ok(checked) => checked,
+            Err(reason) => {
+                if reason != Refusal::NotAuthorized {
+                    // Remember the refusal so that a retried prepare gets the same answer.
+                    effects.writes.push(Write::Fence {
+                        leg: leg.clone(),
+                        expected: None,
+                        new: Fence::Aborted {
+                            refusal: Some(reason),
+                        },
+                    });
+                }
+                effects.send(
+                    from,
+                    PeerMessage::Vote {
+                        leg: leg.clone(),
+                        vote: Vote::No { reason },
+                    },
+                );
+                return Ok(effects);
+            }
+        };
+        let available_before = account.available();
+        account.hold(amount)?;
+        let month = now.month();
+        if let Some(mut binding) = binding {
+            if binding.usage_month != month {
+                binding.usage_month = month;
+                binding.usage_in_month = Money::ZERO;
+            }
+            binding.usage_in_month = binding.usage_in_month.checked_add(amount)?;
+            effects.writes.push(Write::Binding(binding));
+        }
+        let hold = Hold {
+            account: account.person,
+            binding: prepare.binding,
+            patient: prepare.patient,
+            amount,
+            available_before,
+            month,
+            prepared_wall_ms: now.wall_ms,
+            hold_timeout_ms: prepare.hold_timeout_ms,
+        };
+        effects.writes.push(Write::Account(account));
+        effects.writes.push(Write::Fence {
+            leg: leg.clone(),
+            expected: None,
+            new: Fence::Prepared(hold),
+        });
+        effects.writes.push(Write::LiveHold {
+            leg: leg.clone(),
+            live: true,
+        });
+        // The deadline is a duration from this node's own receipt of the prepare.
+        effects.timer(
+            now.mono_after(prepare.hold_timeout_ms),
+            TimerKind::HoldDeadline(leg.clone()),
+        );
+        effects.send(
+            from,
+            PeerMessage::Vote {
+                leg: leg.clone(),
+                vote: Vote::Yes {
+                    held: amount,
+                    available_before,
+                },
+            },
+        );
+        Ok(effects)
+    }
+
+    /// Undoes a hold's share of the binding's monthly usage (the part not debited).
+    fn release_usage<V: LedgerView>(
+        &self,
+        view: &V,
+        hold: &Hold,
+        released: Money,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError<V::Error>> {
+        let Some(id) = hold.binding else {
+            return Ok(());
+        };
+        if released.is_zero() {
+            return Ok(());
+        }
+        if let Some(mut binding) = view.binding(&id).map_err(storage)? {
+            if binding.usage_month == hold.month {
+                binding.usage_in_month = binding.usage_in_month.saturating_sub(released);
+                effects.writes.push(Write::Binding(binding));
+            }
+        }
+        Ok(())
+    }
+
+    fn account_of<V: LedgerView>(
+        &self,
+        view: &V,
+        person: &PersonId,
+    ) -> Result<crate::account::Account, HandlerError<V::Error>> {
+        view.account(person).map_err(storage)?.ok_or_else(|| {
+            HandlerError::Invariant(format!("account {person} of a live fence is missing"))
+        })
+    }
+
+    /// The coordinator decided COMMIT with `amount` (at most the held amount) for this leg.
+    pub fn on_commit<V: LedgerView>(
+        &self,
+        view: &V,
+        from: Province,
+        leg: &LegId,
+        amount: Money,
+        now: Now,
+    ) -> Outcome<V> {
+        let mut effects = Effects::default();
+        if leg.coordinator != from {
+            effects.notes.push(Note::ProtocolViolation {
+                from,
+                detail: format!("commit of foreign leg {leg}"),
+            });
+            return Ok(effects);
+        }
+        match self.fence(view, leg)? {
+            Some(Fence::Prepared(hold)) => {
+                if amount > hold.amount {
+                    effects.notes.push(Note::ProtocolViolation {
+                        from,
+                        detail: format!(
+                            "commit of {amount} on leg {leg} exceeds the {} held",
+                            hold.amount
+                        ),
+                    });
+                    return Ok(effects);
+                }
+                let mut account = self.account_of(view, &hold.account)?;
+                account.settle_hold(hold.amount, amount)?;
+                self.release_usage(view, &hold, hold.amount.checked_sub(amount)?, &mut effects)?;
+                effects.writes.push(Write::Account(account));
+                effects.writes.push(Write::Fence {
+                    leg: leg.clone(),
+                    expected: Some(Fence::Prepared(hold.clone())),
+                    new: if amount.is_zero() {
+                        Fence::Aborted { refusal: None }
+                    } else {
+                        Fence::Committed {
+                            account: hold.account,
+                            binding: hold.binding,
+                            amount,
+                            refunded: Money::ZERO,
+                        }
+                    },
+                });
+                effects.writes.push(Write::LiveHold {
+                    leg: leg.clone(),
+                    live: false,
+                });
+                if !amount.is_zero() {
+                    effects.writes.push(Write::Journal(JournalEntry {
+                        kind: JournalKind::Debit,
+                        wall_ms: now.wall_ms,
+                        amount,
+                        account: Some(hold.account),
+                        leg: Some(leg.clone()),
+                        binding: hold.binding,
+                        settlement: leg.settlement().cloned(),
+                        counterparty: Some(from),
+                        reference: None,
+                    }));
+                }
+                effects.notes.push(Note::HoldResolved {
+                    leg: leg.clone(),
+                    committed: !amount.is_zero(),
+                });
+                let outcome = if amount.is_zero() {
+                    LegOutcome::Aborted
+                } else {
+                    LegOutcome::Committed { amount }
+                };
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome,
+                    },
+                );
+            }
+            Some(Fence::Committed {
+                amount: committed, ..
+            }) => {
+                if committed != amount {
+                    effects.notes.push(Note::ProtocolViolation {
+                        from,
+                        detail: format!(
+                            "commit of {amount} on leg {leg} already committed with {committed}"
+                        ),
+                    });
+                }
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome: LegOutcome::Committed { amount: committed },
+                    },
+                );
+            }
+            Some(Fence::Aborted { .. }) => {
+                if !amount.is_zero() {
+                    effects.notes.push(Note::ProtocolViolation {
+                        from,
+                        detail: format!("commit of aborted leg {leg}"),
+                    });
+                }
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome: LegOutcome::Aborted,
+                    },
+                );
+            }
+            Some(Fence::Credited { .. }) | None => {
+                effects.notes.push(Note::ProtocolViolation {
+                    from,
+                    detail: format!("commit of unknown leg {leg}"),
+                });
+            }
+        }
+        Ok(effects)
+    }
+
+    /// The coordinator decided ABORT for this leg (or never got its vote in time).
+    pub fn on_abort<V: LedgerView>(
+        &self,
+        view: &V,
+        from: Province,
+        leg: &LegId,
+        _now: Now,
+    ) -> Outcome<V> {
+        let mut effects = Effects::default();
+        if leg.coordinator != from {
+            effects.notes.push(Note::ProtocolViolation {
+                from,
+                detail: format!("abort of foreign leg {leg}"),
+            });
+            return Ok(effects);
+        }
+        match self.fence(view, leg)? {
+            None => {
+                // Empty rollback: the abort overtook the prepare. The fence refuses it later.
+                if self.config.safeguards.fence {
+                    effects.writes.push(Write::Fence {
+                        leg: leg.clone(),
+                        expected: None,
+                        new: Fence::Aborted { refusal: None },
+                    });
+                }
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome: LegOutcome::Aborted,
+                    },
+                );
+            }
+            Some(Fence::Prepared(hold)) => {
+                self.release(view, leg, &hold, &mut effects)?;
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome: LegOutcome::Aborted,
+                    },
+                );
+            }
+            Some(Fence::Aborted { .. }) => {
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome: LegOutcome::Aborted,
+                    },
+                );
+            }
+            Some(Fence::Committed { amount, .. }) => {
+                effects.notes.push(Note::ProtocolViolation {
+                    from,
+                    detail: format!("abort of committed leg {leg}"),
+                });
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome: LegOutcome::Committed { amount },
+                    },
+                );
+            }
+            Some(Fence::Credited { .. }) => {
+                effects.notes.push(Note::ProtocolViolation {
+                    from,
+                    detail: format!("abort of credit leg {leg}"),
+                });
+            }
+        }
+        Ok(effects)
+    }
+
+    fn release<V: LedgerView>(
+        &self,
+        view: &V,
+        leg: &LegId,
+        hold: &Hold,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError<V::Error>> {
+        let mut account = self.account_of(view, &hold.account)?;
+        account.release(hold.amount)?;
+        self.release_usage(view, hold, hold.amount, effects)?;
+        effects.writes.push(Write::Account(account));
+        effects.writes.push(Write::Fence {
+            leg: leg.clone(),
+            expected: Some(Fence::Prepared(hold.clone())),
+            new: Fence::Aborted { refusal: None },
+        });
+        effects.writes.push(Write::LiveHold {
+            leg: leg.clone(),
+            live: false,
+        });
+        effects.notes.push(Note::HoldResolved {
+            leg: leg.clone(),
+            committed: false,
+        });
+        Ok(())
+    }
+
+    /// A refund credits `amount` back along `original`, a leg this node committed.
+    pub fn on_credit<V: LedgerView>(
+        &self,
+        view: &V,
+        from: Province,
+        leg: &LegId,
+        original: &LegId,
+        account_id: &PersonId,
+        amount: Money,
+        now: Now,
+    ) -> Outcome<V> {
+        let mut effects = Effects::default();
+        if leg.coordinator != from || original.coordinator != from {
+            effects.notes.push(Note::ProtocolViolation {
+                from,
+                detail: format!("credit of foreign leg {leg}"),
+            });
+            return Ok(effects);
+        }
+        match self.fence(view, leg)? {
+            Some(Fence::Credited {
+                amount: credited, ..
+            }) => {
+                effects.send(
+                    from,
+                    PeerMessage::Ack {
+                        leg: leg.clone(),
+                        outcome: LegOutcome::Credited { amount: credited },
+                    },
+                );
+                return Ok(effects);
+            }
+            Some(_) => {
+                effects.notes.push(Note::ProtocolViolation {
+                    from,
+                    detail: format!("credit on non-credit leg {leg}"),
+                });
+                return Ok(effects);
+            }
+            None => {}
+        }
+        // A refund never returns more along a leg than the leg debited: checked here, at the
+        // authority over the account, not only at the coordinator.
+        let original_fence = view.fence(original).map_err(storage)?;
+        let Some(Fence::Committed {
+            account,
+            binding,
+            amount: paid,
+            refunded,
+        }) = original_fence.clone()
+        else {
+            effects.notes.push(Note::ProtocolViolation {
+                from,
+                detail: format!("credit along uncommitted leg {original}"),
+            });
+            return Ok(effects);
+        };
+        let refunded_after = refunded.checked_add(amount)?;
+        if account != *account_id || refunded_after > paid || amount.is_zero() {
+            effects.notes.push(Note::ProtocolViolation {
+                from,
+                detail: format!("credit of {amount} along {original} exceeds the {paid} paid (refunded {refunded})"),
+            });
+            return Ok(effects);
+        }
+        let mut target = self.account_of(view, &account)?;
+        target.credit(amount)?;
+        effects.writes.push(Write::Account(target));
+        effects.writes.push(Write::Fence {
+            leg: original.clone(),
+            expected: original_fence,
+            new: Fence::Committed {
+                account,
+                binding,
+                amount: paid,
+                refunded: refunded_after,
+            },
+        });
+        effects.writes.push(Write::Fence {
+            leg: leg.clone(),
+            expected: None,
+            new: Fence::Credited { account, amount },
+        });
+        effects.writes.push(Write::Journal(JournalEntry {
+            kind: JournalKind::RefundCredit,
+            wall_ms: now.wall_ms,
+            amount,
+            account: Some(account),
+            leg: Some(leg.clone()),
+            binding,
+            settlement: original.settlement().cloned(),
+            counterparty: Some(from),
+            reference: None,
+        }));
+        effects.send(
+            from,
+            PeerMessage::Ack {
+                leg: leg.clone(),
+                outcome: LegOutcome::Credited { amount },
+            },
+        );
+        Ok(effects)
+    }
+
+    /// A hold's deadline passed: ask the coordinator (never release on our own).
+    pub fn on_hold_deadline<V: LedgerView>(&self, view: &V, leg: &LegId, now: Now) -> Outcome<V> {
+        let mut effects = Effects::default();
+        let Some(Fence::Prepared(hold)) = view.fence(leg).map_err(storage)? else {
+            return Ok(effects);
+        };
+        if !self.config.safeguards.ask_before_release {
+            // Mutation: give up on the coordinator and release. Breaks atomicity.
+            self.release(view, leg, &hold, &mut effects)?;
+            return Ok(effects);
+        }
+        effects.send(leg.coordinator, PeerMessage::Query { leg: leg.clone() });
+        effects.timer(
+            now.mono_after(self.config.query_retry_ms),
+            TimerKind::HoldDeadline(leg.clone()),
+        );
+        Ok(effects)
+    }
+
+    /// After a restart: every live hold asks its coordinator soon (its old timer is gone).
+    pub fn recover_hold(&self, leg: &LegId, now: Now) -> Effects {
+        let mut effects = Effects::default();
+        effects.timer(
+            now.mono_after(self.config.recovery_query_delay_ms),
+            TimerKind::HoldDeadline(leg.clone()),
+        );
+        effects
+    }
+}
