@@ -26,9 +26,7 @@ impl std::str::FromStr for Scheme {
         match text {
             "employee" => Ok(Scheme::Employee),
             "resident" => Ok(Scheme::Resident),
-            other => Err(format!(
-                "scheme {other:?} is neither \"employee\" nor \"resident\""
-            )),
+            other => Err(format!("scheme {other:?} is neither \"employee\" nor \"resident\"")),
         }
     }
 }
@@ -67,13 +65,7 @@ pub enum AccountError {
 }
 
 impl Account {
-    pub fn open(
-        person: PersonId,
-        name: String,
-        province: Province,
-        scheme: Scheme,
-        opened_wall_ms: i64,
-    ) -> Account {
+    pub fn open(person: PersonId, name: String, province: Province, scheme: Scheme, opened_wall_ms: i64) -> Account {
         Account {
             person,
             name,
@@ -181,9 +173,7 @@ mod tests {
             Scheme::Employee,
             0,
         );
-        account
-            .credit(Money::from_yuan(balance_yuan).unwrap())
-            .unwrap();
+        account.credit(Money::from_yuan(balance_yuan).unwrap()).unwrap();
         account
     }
 

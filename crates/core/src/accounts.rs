@@ -22,19 +22,10 @@ fn storage<E: std::fmt::Debug>(error: E) -> HandlerError<E> {
 }
 
 fn unknown(person: &PersonId) -> ClientError {
-    ClientError::not_found(
-        "unknown_person",
-        format!("{person} is not enrolled on this node"),
-    )
+    ClientError::not_found("unknown_person", format!("{person} is not enrolled on this node"))
 }
 
-fn credit_entry(
-    person: PersonId,
-    amount: Money,
-    now: Now,
-    reference: Option<String>,
-    province: Province,
-) -> Write {
+fn credit_entry(person: PersonId, amount: Money, now: Now, reference: Option<String>, province: Province) -> Write {
     Write::Journal(JournalEntry {
         kind: JournalKind::Credit,
         wall_ms: now.wall_ms,
@@ -72,10 +63,7 @@ impl Accounts {
                 "account_exists",
                 format!("{person} is already enrolled on this node"),
             ))
-        } else if name.trim().is_empty()
-            || name.len() > PERSON_NAME_LEN_MAX
-            || name.chars().any(char::is_control)
-        {
+        } else if name.trim().is_empty() || name.len() > PERSON_NAME_LEN_MAX || name.chars().any(char::is_control) {
             Some(ClientError::invalid(
                 "bad_name",
                 format!("name must be 1 to {PERSON_NAME_LEN_MAX} printable bytes"),
@@ -134,9 +122,7 @@ impl Accounts {
             } else {
                 ClientReply::Error(ClientError::exists(
                     "credit_id_reused",
-                    format!(
-                        "credit id {credit} was already used for another credit; nothing was changed"
-                    ),
+                    format!("credit id {credit} was already used for another credit; nothing was changed"),
                 ))
             };
             effects.reply(reply_to, reply);
@@ -147,10 +133,7 @@ impl Accounts {
             return Ok(effects);
         };
         let refusal = if amount.is_zero() {
-            Some(ClientError::invalid(
-                "zero_credit",
-                "a credit must be above zero",
-            ))
+            Some(ClientError::invalid("zero_credit", "a credit must be above zero"))
         } else if !account.has_personal_account() {
             Some(ClientError::precondition(
                 "no_personal_account",
@@ -225,9 +208,7 @@ impl Accounts {
                     reply_to,
                     ClientReply::Error(ClientError::invalid(
                         "bad_reason",
-                        format!(
-                            "a freeze reason of 1 to {FREEZE_REASON_LEN_MAX} bytes is required"
-                        ),
+                        format!("a freeze reason of 1 to {FREEZE_REASON_LEN_MAX} bytes is required"),
                     )),
                 );
                 return Ok(effects);
@@ -241,12 +222,7 @@ impl Accounts {
     }
 
     /// Closes an account (the person left the scheme): it neither pays nor is drawn on.
-    pub fn close<V: LedgerView>(
-        &self,
-        view: &V,
-        reply_to: ReplyTo,
-        person: PersonId,
-    ) -> Outcome<V> {
+    pub fn close<V: LedgerView>(&self, view: &V, reply_to: ReplyTo, person: PersonId) -> Outcome<V> {
         let mut effects = Effects::default();
         let Some(mut account) = view.account(&person).map_err(storage)? else {
             effects.reply(reply_to, ClientReply::Error(unknown(&person)));

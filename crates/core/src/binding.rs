@@ -96,9 +96,7 @@ impl std::str::FromStr for DocumentKind {
     fn from_str(text: &str) -> Result<DocumentKind, String> {
         match text {
             "household-register" | "household_register" => Ok(DocumentKind::HouseholdRegister),
-            "marriage-certificate" | "marriage_certificate" => {
-                Ok(DocumentKind::MarriageCertificate)
-            }
+            "marriage-certificate" | "marriage_certificate" => Ok(DocumentKind::MarriageCertificate),
             "birth-certificate" | "birth_certificate" => Ok(DocumentKind::BirthCertificate),
             other => Err(format!(
                 "document {other:?} is not household-register, marriage-certificate or birth-certificate"
@@ -120,9 +118,7 @@ pub struct Evidence {
 }
 
 /// Optional spending limits the grantor sets on a binding.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Limits {
     pub per_settlement: Option<Money>,
     pub monthly: Option<Money>,
@@ -188,9 +184,7 @@ pub enum BindRefusal {
     SelfBinding,
     #[error("grantor {0} is not enrolled on this node")]
     GrantorUnknown(PersonId),
-    #[error(
-        "grantor {0} is resident-insured; only employee-insured persons with a personal account may grant"
-    )]
+    #[error("grantor {0} is resident-insured; only employee-insured persons with a personal account may grant")]
     GrantorNotEmployee(PersonId),
     #[error("grantor {0}'s account is closed")]
     GrantorClosed(PersonId),
@@ -212,9 +206,7 @@ pub enum BindRefusal {
     CommitmentNotSigned,
     #[error("{0} is 16 or over and must pass face verification")]
     FaceVerificationRequired(PersonId),
-    #[error(
-        "an under-16 grantee binds with a household register or birth certificate, not a {0:?}"
-    )]
+    #[error("an under-16 grantee binds with a household register or birth certificate, not a {0:?}")]
     Under16Document(DocumentKind),
     #[error("a spouse binding needs a marriage certificate or household register, not a {0:?}")]
     SpouseDocument(DocumentKind),
@@ -224,14 +216,8 @@ pub enum BindRefusal {
     UnknownBinding(BindingId),
     #[error("binding {0} is already revoked")]
     AlreadyRevoked(BindingId),
-    #[error(
-        "binding {id} was created {days} days ago; this province allows unbinding after {min_days} days"
-    )]
-    UnbindTooSoon {
-        id: BindingId,
-        days: i64,
-        min_days: u32,
-    },
+    #[error("binding {id} was created {days} days ago; this province allows unbinding after {min_days} days")]
+    UnbindTooSoon { id: BindingId, days: i64, min_days: u32 },
 }
 
 impl BindRefusal {
@@ -345,8 +331,7 @@ pub fn check_bind_at_grantor(
 
 fn check_evidence(request: &BindRequest, today: CivilDate) -> Result<(), BindRefusal> {
     let evidence = &request.evidence;
-    if evidence.reference.trim().is_empty() || evidence.reference.len() > EVIDENCE_REFERENCE_LEN_MAX
-    {
+    if evidence.reference.trim().is_empty() || evidence.reference.len() > EVIDENCE_REFERENCE_LEN_MAX {
         return Err(BindRefusal::EvidenceReference);
     }
     if !evidence.commitment_signed {
@@ -396,11 +381,7 @@ pub fn check_bind_at_grantee(
 }
 
 /// Whether the grantor may unbind now under the policy's minimum days.
-pub fn check_unbind(
-    policy: &Policy,
-    binding: &Binding,
-    today: CivilDate,
-) -> Result<(), BindRefusal> {
+pub fn check_unbind(policy: &Policy, binding: &Binding, today: CivilDate) -> Result<(), BindRefusal> {
     if matches!(binding.status, BindingStatus::Revoked { .. }) {
         return Err(BindRefusal::AlreadyRevoked(binding.id));
     }

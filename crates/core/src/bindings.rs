@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::binding::{
-    BindRefusal, BindRequest, Binding, BindingStatus, check_bind_at_grantee, check_bind_at_grantor,
-    check_unbind,
+    BindRefusal, BindRequest, Binding, BindingStatus, check_bind_at_grantee, check_bind_at_grantor, check_unbind,
 };
 use crate::config::ProtocolConfig;
 use crate::effects::{Effects, Note, ReplyTo, TimerKind};
@@ -35,9 +34,9 @@ fn storage<E: std::fmt::Debug>(error: E) -> HandlerError<E> {
 /// Turns a policy refusal into the client's error.
 pub fn bind_error(refusal: &BindRefusal) -> ClientError {
     let kind = match refusal {
-        BindRefusal::GrantorUnknown(_)
-        | BindRefusal::GranteeNotEnrolled(_)
-        | BindRefusal::UnknownBinding(_) => ErrorKind::NotFound,
+        BindRefusal::GrantorUnknown(_) | BindRefusal::GranteeNotEnrolled(_) | BindRefusal::UnknownBinding(_) => {
+            ErrorKind::NotFound
+        }
         BindRefusal::Duplicate(_) => ErrorKind::AlreadyExists,
         _ => ErrorKind::FailedPrecondition,
     };
@@ -109,17 +108,9 @@ impl Bindings {
     ) -> Outcome<V> {
         let mut effects = Effects::default();
         let grantor = view.account(&request.grantor).map_err(storage)?;
-        let grantor_ids = view
-            .bindings_of_grantor(&request.grantor)
-            .map_err(storage)?;
+        let grantor_ids = view.bindings_of_grantor(&request.grantor).map_err(storage)?;
         let existing = load_bindings(view, grantor_ids.clone(), false)?;
-        if let Err(refusal) = check_bind_at_grantor(
-            &self.policy,
-            &request,
-            grantor.as_ref(),
-            &existing,
-            now.date(),
-        ) {
+        if let Err(refusal) = check_bind_at_grantor(&self.policy, &request, grantor.as_ref(), &existing, now.date()) {
             effects.reply(reply_to, ClientReply::Error(bind_error(&refusal)));
             return Ok(effects);
         }
@@ -149,9 +140,7 @@ impl Bindings {
         if binding.grantee_province == self.province {
             // Both persons are ours: register the copy in the same atomic write.
             let grantee = view.account(&binding.grantee).map_err(storage)?;
-            let grantee_ids = view
-                .bindings_of_grantee(&binding.grantee)
-                .map_err(storage)?;
+            let grantee_ids = view.bindings_of_grantee(&binding.grantee).map_err(storage)?;
             let copies = load_bindings(view, grantee_ids.clone(), true)?;
             match check_bind_at_grantee(&self.policy, &binding, grantee.as_ref(), &copies) {
                 Ok(()) => {
@@ -189,32 +178,20 @@ impl Bindings {
             to: binding.grantee_province,
             message: PeerMessage::RegisterBinding(binding),
         }];
-        self.deliveries
-            .start(key, pending, &self.config, now, &mut effects);
+        self.deliveries.start(key, pending, &self.config, now, &mut effects);
         self.waiting.entry(id).or_default().push(reply_to);
-        effects.timer(
-            now.mono_after(self.config.bind_wait_ms),
-            TimerKind::BindWait(id),
-        );
+        effects.timer(now.mono_after(self.config.bind_wait_ms), TimerKind::BindWait(id));
         Ok(effects)
     }
 
     /// The grantee's node registers its copy of a binding made on `from`'s node.
-    pub fn on_register<V: LedgerView>(
-        &mut self,
-        view: &V,
-        from: Province,
-        binding: &Binding,
-        _now: Now,
-    ) -> Outcome<V> {
+    pub fn on_register<V: LedgerView>(&mut self, view: &V, from: Province, binding: &Binding, _now: Now) -> Outcome<V> {
         let mut effects = Effects::default();
         let reply = |registration| PeerMessage::Registered {
             binding: binding.id,
             registration,
         };
-        if binding.id.province != from
-            || binding.grantor_province != from
-            || binding.grantee_province != self.province
+        if binding.id.province != from || binding.grantor_province != from || binding.grantee_province != self.province
         {
             effects.notes.push(Note::ProtocolViolation {
                 from,
@@ -233,9 +210,7 @@ impl Bindings {
             return Ok(effects);
         }
         let grantee = view.account(&binding.grantee).map_err(storage)?;
-        let grantee_ids = view
-            .bindings_of_grantee(&binding.grantee)
-            .map_err(storage)?;
+        let grantee_ids = view.bindings_of_grantee(&binding.grantee).map_err(storage)?;
         let copies = load_bindings(view, grantee_ids.clone(), true)?;
         match check_bind_at_grantee(&self.policy, binding, grantee.as_ref(), &copies) {
             Ok(()) => {
@@ -304,13 +279,7 @@ impl Bindings {
     }
 
     /// The grantor's bureau unbinds. Effective at once on this (the authoritative) node.
-    pub fn on_unbind<V: LedgerView>(
-        &mut self,
-        view: &V,
-        reply_to: ReplyTo,
-        id: BindingId,
-        now: Now,
-    ) -> Outcome<V> {
+    pub fn on_unbind<V: LedgerView>(&mut self, view: &V, reply_to: ReplyTo, id: BindingId, now: Now) -> Outcome<V> {
         let mut effects = Effects::default();
         let Some(mut binding) = view.binding(&id).map_err(storage)? else {
             effects.reply(
@@ -352,14 +321,10 @@ impl Bindings {
                     at_wall_ms,
                 },
             }];
-            self.deliveries
-                .start(key, pending, &self.config, now, &mut effects);
+            self.deliveries.start(key, pending, &self.config, now, &mut effects);
         }
         for waiter in self.waiting.remove(&id).unwrap_or_default() {
-            effects.reply(
-                waiter,
-                ClientReply::Error(bind_error(&BindRefusal::AlreadyRevoked(id))),
-            );
+            effects.reply(waiter, ClientReply::Error(bind_error(&BindRefusal::AlreadyRevoked(id))));
         }
         effects.reply(reply_to, ClientReply::Unbound { binding: id });
         Ok(effects)
@@ -429,12 +394,7 @@ impl Bindings {
     }
 
     /// After a restart: re-send registrations and revocations still in the durable outbox.
-    pub fn recover<V: LedgerView>(
-        &mut self,
-        view: &V,
-        outbox: &[OutboxKey],
-        now: Now,
-    ) -> Outcome<V> {
+    pub fn recover<V: LedgerView>(&mut self, view: &V, outbox: &[OutboxKey], now: Now) -> Outcome<V> {
         let mut effects = Effects::default();
         for key in outbox {
             let (id, message) = match key {

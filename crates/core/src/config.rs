@@ -88,14 +88,8 @@ impl ProtocolConfig {
         if self.vote_timeout_ms == 0 || self.query_retry_ms == 0 || self.resend_initial_ms == 0 {
             return bad("timeouts must be above zero");
         }
-        if self
-            .vote_timeout_ms
-            .saturating_mul(u64::from(self.rounds_max))
-            >= self.commit_window_ms()
-        {
-            return bad(
-                "vote_timeout_ms * rounds_max must be below hold_timeout_ms - commit_margin_ms",
-            );
+        if self.vote_timeout_ms.saturating_mul(u64::from(self.rounds_max)) >= self.commit_window_ms() {
+            return bad("vote_timeout_ms * rounds_max must be below hold_timeout_ms - commit_margin_ms");
         }
         if self.hold_timeout_ms > 3_600_000 {
             return bad("hold_timeout_ms above one hour would lock money for too long");

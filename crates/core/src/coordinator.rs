@@ -29,8 +29,8 @@ use crate::plan::{Candidate, OwnAccount, PlanInput, plan};
 use crate::policy::{GRANTORS_PER_SETTLEMENT_MAX, GrantorOrder};
 use crate::reason::Refusal;
 use crate::records::{
-    DecidedLeg, JournalEntry, JournalKind, MutualAidPart, OutboxKey, Receipt, RefundPart,
-    RefundReceipt, RefundRecord, RefundRequest, SettleRequest, SettlementRecord,
+    DecidedLeg, JournalEntry, JournalKind, MutualAidPart, OutboxKey, Receipt, RefundPart, RefundReceipt, RefundRecord,
+    RefundRequest, SettleRequest, SettlementRecord,
 };
 use crate::region::Province;
 use crate::time::Now;
@@ -115,9 +115,7 @@ pub struct Coordinator {
 
 fn leg_reply(leg: &DecidedLeg) -> PeerMessage {
     if leg.amount.is_zero() {
-        PeerMessage::Abort {
-            leg: leg.leg.clone(),
-        }
+        PeerMessage::Abort { leg: leg.leg.clone() }
     } else {
         PeerMessage::Commit {
             leg: leg.leg.clone(),
@@ -128,12 +126,7 @@ fn leg_reply(leg: &DecidedLeg) -> PeerMessage {
 
 impl Coordinator {
     /// `incarnation` must grow at every start of the node (the driver persists it first).
-    pub fn new(
-        province: Province,
-        incarnation: u32,
-        config: ProtocolConfig,
-        order: GrantorOrder,
-    ) -> Coordinator {
+    pub fn new(province: Province, incarnation: u32, config: ProtocolConfig, order: GrantorOrder) -> Coordinator {
         Coordinator {
             province,
             incarnation,
@@ -166,9 +159,7 @@ impl Coordinator {
         let parts = request
             .fund_paid
             .checked_add(request.self_pay)
-            .map_err(|_| {
-                ClientError::invalid("amount_overflow", "fund-paid plus self-pay overflows")
-            })?;
+            .map_err(|_| ClientError::invalid("amount_overflow", "fund-paid plus self-pay overflows"))?;
         if parts > request.total_fee {
             return Err(ClientError::invalid(
                 "parts_exceed_total",
@@ -199,9 +190,7 @@ impl Coordinator {
         now: Now,
     ) -> Outcome<V> {
         let mut effects = Effects::default();
-        let refuse = |effects: &mut Effects, error: ClientError| {
-            effects.reply(reply_to, ClientReply::Error(error))
-        };
+        let refuse = |effects: &mut Effects, error: ClientError| effects.reply(reply_to, ClientReply::Error(error));
         if let Err(error) = self.validate(&request) {
             refuse(&mut effects, error);
             return Ok(effects);
@@ -245,10 +234,7 @@ impl Coordinator {
             return Ok(effects);
         };
         let mut grantors = Vec::new();
-        for binding_id in view
-            .bindings_of_grantee(&request.patient)
-            .map_err(storage)?
-        {
+        for binding_id in view.bindings_of_grantee(&request.patient).map_err(storage)? {
             let Some(copy) = view.binding_copy(&binding_id).map_err(storage)? else {
                 continue;
             };
@@ -319,13 +305,7 @@ impl Coordinator {
         Ok(effects)
     }
 
-    fn start_round(
-        &self,
-        inflight: &mut Inflight,
-        asks: Vec<(Target, Money)>,
-        now: Now,
-        effects: &mut Effects,
-    ) {
+    fn start_round(&self, inflight: &mut Inflight, asks: Vec<(Target, Money)>, now: Now, effects: &mut Effects) {
         inflight.round = inflight.round.saturating_add(1);
         for (target, requested) in asks {
             let (province, account, binding) = match target {
@@ -379,10 +359,7 @@ impl Coordinator {
     /// Whether a yes-voted leg may still be committed at `now`.
     fn within_commit_window(&self, leg: &InflightLeg, now: Now) -> bool {
         !self.config.safeguards.commit_deadline
-            || now.mono_ms
-                <= leg
-                    .sent_mono_ms
-                    .saturating_add(self.config.commit_window_ms())
+            || now.mono_ms <= leg.sent_mono_ms.saturating_add(self.config.commit_window_ms())
     }
 
     /// The planner's input from the votes so far.
@@ -399,9 +376,7 @@ impl Coordinator {
                         held = held.checked_add(h).unwrap_or(held);
                     }
                     LegState::Yes { .. } => refusal = refusal.or(Some(Refusal::Timeout)),
-                    LegState::No(reason) | LegState::Excluded(reason) => {
-                        refusal = refusal.or(Some(reason))
-                    }
+                    LegState::No(reason) | LegState::Excluded(reason) => refusal = refusal.or(Some(reason)),
                     LegState::Waiting => refusal = refusal.or(Some(Refusal::Timeout)),
                 }
             }
@@ -420,11 +395,7 @@ impl Coordinator {
                 let mut balance = Money::ZERO;
                 let mut refusal = g.refusal;
                 let mut asked = false;
-                for leg in inflight
-                    .legs
-                    .iter()
-                    .filter(|l| l.target == Target::Grantor(index))
-                {
+                for leg in inflight.legs.iter().filter(|l| l.target == Target::Grantor(index)) {
                     asked = true;
                     match leg.state {
                         LegState::Yes {
@@ -434,12 +405,8 @@ impl Coordinator {
                             held = held.checked_add(h).unwrap_or(held);
                             balance = balance.max(available_before);
                         }
-                        LegState::Yes { .. } | LegState::Waiting => {
-                            refusal = refusal.or(Some(Refusal::Timeout))
-                        }
-                        LegState::No(reason) | LegState::Excluded(reason) => {
-                            refusal = refusal.or(Some(reason))
-                        }
+                        LegState::Yes { .. } | LegState::Waiting => refusal = refusal.or(Some(Refusal::Timeout)),
+                        LegState::No(reason) | LegState::Excluded(reason) => refusal = refusal.or(Some(reason)),
                     }
                 }
                 if !asked && refusal.is_none() {
@@ -480,12 +447,7 @@ impl Coordinator {
     }
 
     /// All votes of the round are in (or its deadline passed): re-plan or decide.
-    fn conclude_round(
-        &mut self,
-        id: &SettlementId,
-        now: Now,
-        effects: &mut Effects,
-    ) -> Result<(), String> {
+    fn conclude_round(&mut self, id: &SettlementId, now: Now, effects: &mut Effects) -> Result<(), String> {
         let Some(mut inflight) = self.inflight.remove(id) else {
             return Ok(());
         };
@@ -495,19 +457,21 @@ impl Coordinator {
                 .legs
                 .iter()
                 .filter(|l| matches!(l.state, LegState::Yes { .. }))
-                .map(|l| {
-                    l.sent_mono_ms
-                        .saturating_add(self.config.commit_window_ms())
-                })
+                .map(|l| l.sent_mono_ms.saturating_add(self.config.commit_window_ms()))
                 .min()
                 .unwrap_or(u64::MAX);
             // Grantors that gave all they were asked may have more.
             let asks: Vec<(Target, Money)> = (0..inflight.grantors.len())
                 .filter(|&index| {
-                    let legs: Vec<&InflightLeg> =
-                        inflight.legs.iter().filter(|l| l.target == Target::Grantor(index)).collect();
+                    let legs: Vec<&InflightLeg> = inflight
+                        .legs
+                        .iter()
+                        .filter(|l| l.target == Target::Grantor(index))
+                        .collect();
                     !legs.is_empty()
-                        && legs.iter().all(|l| matches!(l.state, LegState::Yes { held, .. } if held == l.requested))
+                        && legs
+                            .iter()
+                            .all(|l| matches!(l.state, LegState::Yes { held, .. } if held == l.requested))
                 })
                 .map(|index| (Target::Grantor(index), planned.cash))
                 .collect();
@@ -521,18 +485,12 @@ impl Coordinator {
     }
 
     /// Writes COMMIT with the final amounts, answers the waiting callers, tells participants.
-    fn decide(
-        &mut self,
-        inflight: Inflight,
-        now: Now,
-        effects: &mut Effects,
-    ) -> Result<(), String> {
+    fn decide(&mut self, inflight: Inflight, now: Now, effects: &mut Effects) -> Result<(), String> {
         let input = self.plan_input(&inflight, now);
         let planned = plan(&input).map_err(|e| e.to_string())?;
         let mut legs = Vec::with_capacity(inflight.legs.len());
         let mut own_left = planned.own;
-        let mut grantor_left: BTreeMap<BindingId, Money> =
-            planned.legs.iter().map(|p| (p.binding, p.amount)).collect();
+        let mut grantor_left: BTreeMap<BindingId, Money> = planned.legs.iter().map(|p| (p.binding, p.amount)).collect();
         for leg in &inflight.legs {
             let amount = match (leg.state, self.within_commit_window(leg, now)) {
                 (LegState::Yes { held, .. }, true) => {
@@ -575,9 +533,7 @@ impl Coordinator {
                 .iter()
                 .filter(|l| l.target == Target::Own)
                 .find_map(|l| match l.state {
-                    LegState::Yes {
-                        available_before, ..
-                    } => Some(available_before),
+                    LegState::Yes { available_before, .. } => Some(available_before),
                     _ => None,
                 })
                 .unwrap_or(Money::ZERO);
@@ -607,10 +563,7 @@ impl Coordinator {
                 .legs
                 .iter()
                 .any(|l| matches!(l.state, LegState::No(_) | LegState::Excluded(_)))
-            || planned
-                .not_paying
-                .iter()
-                .any(|n| n.reason == Refusal::Timeout);
+            || planned.not_paying.iter().any(|n| n.reason == Refusal::Timeout);
         let cash_only = planned.own.is_zero() && mutual_aid.is_empty() && !planned.cash.is_zero();
         let receipt = Receipt {
             settlement: inflight.request.settlement.clone(),
@@ -673,8 +626,7 @@ impl Coordinator {
             replanned,
             cash_only,
         });
-        self.deliveries
-            .start(key, pending, &self.config, now, effects);
+        self.deliveries.start(key, pending, &self.config, now, effects);
         Ok(())
     }
 
@@ -692,11 +644,7 @@ impl Coordinator {
             return Ok(effects);
         };
         if let Some(inflight) = self.inflight.get_mut(&id) {
-            let Some(entry) = inflight
-                .legs
-                .iter_mut()
-                .find(|l| &l.leg == leg && l.province == from)
-            else {
+            let Some(entry) = inflight.legs.iter_mut().find(|l| &l.leg == leg && l.province == from) else {
                 // A leg of an older attempt of this settlement: it can never commit.
                 if matches!(vote, Vote::Yes { .. }) {
                     effects.send(from, PeerMessage::Abort { leg: leg.clone() });
@@ -704,28 +652,16 @@ impl Coordinator {
                 return Ok(effects);
             };
             match (entry.state, vote) {
-                (
-                    LegState::Waiting,
-                    Vote::Yes {
-                        held,
-                        available_before,
-                    },
-                ) => {
+                (LegState::Waiting, Vote::Yes { held, available_before }) => {
                     if held > entry.requested {
                         effects.notes.push(Note::ProtocolViolation {
                             from,
-                            detail: format!(
-                                "vote on {leg} holds {held}, more than the {} asked",
-                                entry.requested
-                            ),
+                            detail: format!("vote on {leg} holds {held}, more than the {} asked", entry.requested),
                         });
                         entry.state = LegState::Excluded(Refusal::NotAuthorized);
                         effects.send(from, PeerMessage::Abort { leg: leg.clone() });
                     } else {
-                        entry.state = LegState::Yes {
-                            held,
-                            available_before,
-                        };
+                        entry.state = LegState::Yes { held, available_before };
                     }
                 }
                 (LegState::Waiting, Vote::No { reason }) => entry.state = LegState::No(reason),
@@ -749,12 +685,7 @@ impl Coordinator {
     }
 
     /// Checks that `leg` is a payment leg coordinated here and returns its settlement id.
-    fn own_pay_leg(
-        &self,
-        leg: &LegId,
-        from: Province,
-        effects: &mut Effects,
-    ) -> Option<SettlementId> {
+    fn own_pay_leg(&self, leg: &LegId, from: Province, effects: &mut Effects) -> Option<SettlementId> {
         match (&leg.scope, leg.coordinator == self.province) {
             (LegScope::Pay { settlement, .. }, true) => Some(settlement.clone()),
             _ => {
@@ -783,23 +714,13 @@ impl Coordinator {
     }
 
     /// A participant holding past its deadline asks what became of its leg.
-    pub fn on_query<V: LedgerView>(
-        &mut self,
-        view: &V,
-        from: Province,
-        leg: &LegId,
-        now: Now,
-    ) -> Outcome<V> {
+    pub fn on_query<V: LedgerView>(&mut self, view: &V, from: Province, leg: &LegId, now: Now) -> Outcome<V> {
         let mut effects = Effects::default();
         let Some(id) = self.own_pay_leg(leg, from, &mut effects) else {
             return Ok(effects);
         };
         if let Some(inflight) = self.inflight.get_mut(&id) {
-            if let Some(entry) = inflight
-                .legs
-                .iter_mut()
-                .find(|l| &l.leg == leg && l.province == from)
-            {
+            if let Some(entry) = inflight.legs.iter_mut().find(|l| &l.leg == leg && l.province == from) {
                 // Undecided: the leg's deadline binds us, so it can no longer commit.
                 if matches!(entry.state, LegState::Waiting | LegState::Yes { .. }) {
                     entry.state = LegState::Excluded(Refusal::Timeout);
@@ -870,18 +791,9 @@ impl Coordinator {
                 if inflight.round != *round {
                     return Ok(effects);
                 }
-                for leg in inflight
-                    .legs
-                    .iter_mut()
-                    .filter(|l| l.state == LegState::Waiting)
-                {
+                for leg in inflight.legs.iter_mut().filter(|l| l.state == LegState::Waiting) {
                     leg.state = LegState::Excluded(Refusal::Timeout);
-                    effects.send(
-                        leg.province,
-                        PeerMessage::Abort {
-                            leg: leg.leg.clone(),
-                        },
-                    );
+                    effects.send(leg.province, PeerMessage::Abort { leg: leg.leg.clone() });
                 }
                 self.conclude_round(settlement, now, &mut effects)
                     .map_err(HandlerError::Invariant)?;
@@ -929,12 +841,7 @@ impl Coordinator {
                         },
                     })
                     .collect();
-                for part in record
-                    .receipt
-                    .parts
-                    .iter()
-                    .filter(|p| p.province != self.province)
-                {
+                for part in record.receipt.parts.iter().filter(|p| p.province != self.province) {
                     effects.writes.push(Write::Journal(JournalEntry {
                         kind: JournalKind::MutualAidRefunded,
                         wall_ms: now.wall_ms,
@@ -956,8 +863,7 @@ impl Coordinator {
                     });
                 }
                 effects.reply(reply_to, ClientReply::Refunded(record.receipt));
-                self.deliveries
-                    .start(key, pending, &self.config, now, &mut effects);
+                self.deliveries.start(key, pending, &self.config, now, &mut effects);
             }
         }
         Ok(effects)
@@ -971,8 +877,7 @@ impl Coordinator {
         view: &V,
         request: &RefundRequest,
         now: Now,
-    ) -> Result<Result<Option<(RefundRecord, SettlementRecord)>, ClientError>, HandlerError<V::Error>>
-    {
+    ) -> Result<Result<Option<(RefundRecord, SettlementRecord)>, ClientError>, HandlerError<V::Error>> {
         if let Some(existing) = view.refund(&request.refund).map_err(storage)? {
             if &existing.request == request {
                 return Ok(Ok(None));
@@ -1000,17 +905,11 @@ impl Coordinator {
                 format!("no settlement {} on this node", request.settlement),
             )));
         };
-        let refundable = settlement
-            .receipt
-            .self_pay
-            .saturating_sub(settlement.refunded_total);
+        let refundable = settlement.receipt.self_pay.saturating_sub(settlement.refunded_total);
         if refundable.is_zero() {
             return Ok(Err(ClientError::precondition(
                 "already_refunded",
-                format!(
-                    "settlement {} is already fully refunded",
-                    request.settlement
-                ),
+                format!("settlement {} is already fully refunded", request.settlement),
             )));
         }
         let amount = request.amount.unwrap_or(refundable);
@@ -1095,12 +994,7 @@ impl Coordinator {
     }
 
     /// After a restart: re-send every decision still in the durable outbox.
-    pub fn recover<V: LedgerView>(
-        &mut self,
-        view: &V,
-        outbox: &[OutboxKey],
-        now: Now,
-    ) -> Outcome<V> {
+    pub fn recover<V: LedgerView>(&mut self, view: &V, outbox: &[OutboxKey], now: Now) -> Outcome<V> {
         let mut effects = Effects::default();
         for key in outbox {
             let pending: Vec<Pending> = match key {
@@ -1116,9 +1010,7 @@ impl Coordinator {
                         })
                         .collect(),
                     None => {
-                        return Err(HandlerError::Invariant(format!(
-                            "outbox names unknown settlement {id}"
-                        )));
+                        return Err(HandlerError::Invariant(format!("outbox names unknown settlement {id}")));
                     }
                 },
                 OutboxKey::Refund(id) => match view.refund(id).map_err(storage)? {
@@ -1138,9 +1030,7 @@ impl Coordinator {
                         })
                         .collect(),
                     None => {
-                        return Err(HandlerError::Invariant(format!(
-                            "outbox names unknown refund {id}"
-                        )));
+                        return Err(HandlerError::Invariant(format!("outbox names unknown refund {id}")));
                     }
                 },
                 OutboxKey::Registration(_) | OutboxKey::Revocation(_) => continue,

@@ -62,10 +62,7 @@ pub struct Effects {
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
-            && self.sends.is_empty()
-            && self.replies.is_empty()
-            && self.timers.is_empty()
+        self.writes.is_empty() && self.sends.is_empty() && self.replies.is_empty() && self.timers.is_empty()
     }
 
     pub fn send(&mut self, to: Province, message: PeerMessage) {

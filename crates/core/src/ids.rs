@@ -32,10 +32,7 @@ fn validate_external(kind: &'static str, text: &str) -> Result<(), IdError> {
         return Err(IdError::Empty { kind });
     }
     if text.len() > EXTERNAL_ID_LEN_MAX {
-        return Err(IdError::TooLong {
-            kind,
-            len: text.len(),
-        });
+        return Err(IdError::TooLong { kind, len: text.len() });
     }
     if let Some(found) = text
         .chars()
@@ -177,10 +174,7 @@ impl From<BindingId> for String {
 pub enum LegScope {
     /// A deduction leg of a settlement. `attempt` is the coordinator's incarnation when the leg
     /// was created, so a settlement retried after a coordinator restart never reuses a leg id.
-    Pay {
-        settlement: SettlementId,
-        attempt: u32,
-    },
+    Pay { settlement: SettlementId, attempt: u32 },
     /// A credit-back leg of a refund.
     Refund { refund: RefundId },
 }
@@ -206,15 +200,8 @@ impl LegId {
 impl fmt::Display for LegId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.scope {
-            LegScope::Pay {
-                settlement,
-                attempt,
-            } => {
-                write!(
-                    f,
-                    "{}/pay/{}/{}/{}",
-                    self.coordinator, settlement, attempt, self.index
-                )
+            LegScope::Pay { settlement, attempt } => {
+                write!(f, "{}/pay/{}/{}/{}", self.coordinator, settlement, attempt, self.index)
             }
             LegScope::Refund { refund } => {
                 write!(f, "{}/refund/{}/{}", self.coordinator, refund, self.index)
@@ -230,12 +217,7 @@ mod tests {
     #[test]
     fn external_ids_are_validated() {
         assert!(SettlementId::new("S-2026.11:22_001").is_ok());
-        assert_eq!(
-            SettlementId::new(""),
-            Err(IdError::Empty {
-                kind: "settlement id"
-            })
-        );
+        assert_eq!(SettlementId::new(""), Err(IdError::Empty { kind: "settlement id" }));
         assert!(matches!(
             SettlementId::new("a/b"),
             Err(IdError::BadCharacter { found: '/', .. })
@@ -250,14 +232,7 @@ mod tests {
     fn binding_ids_round_trip() {
         let id: BindingId = "110000-42".parse().unwrap();
         assert_eq!(id.to_string(), "110000-42");
-        for bad in [
-            "110000",
-            "110000-",
-            "110000-x",
-            "999999-1",
-            "-1",
-            "110000--1",
-        ] {
+        for bad in ["110000", "110000-", "110000-x", "999999-1", "-1", "110000--1"] {
             assert!(bad.parse::<BindingId>().is_err(), "{bad}");
         }
     }

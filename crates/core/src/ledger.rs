@@ -12,9 +12,7 @@ use crate::account::Account;
 use crate::binding::Binding;
 use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId};
 use crate::person::PersonId;
-use crate::records::{
-    CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord,
-};
+use crate::records::{CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord};
 
 /// Read access to one node's durable state (and writes applied but maybe not yet flushed).
 pub trait LedgerView {

@@ -11,9 +11,7 @@ use crate::binding::Binding;
 use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId};
 use crate::ledger::{ApplyError, LedgerView, Write};
 use crate::person::PersonId;
-use crate::records::{
-    CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord,
-};
+use crate::records::{CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord};
 
 /// Every table of one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -79,8 +77,7 @@ impl Tables {
                     }
                 }
                 Write::Settlement(record) => {
-                    self.settlements
-                        .insert(record.request.settlement.clone(), record);
+                    self.settlements.insert(record.request.settlement.clone(), record);
                 }
                 Write::Refund(record) => {
                     self.refunds.insert(record.request.refund.clone(), record);
@@ -97,11 +94,7 @@ impl Tables {
                 }
                 Write::BindingSerial(serial) => self.binding_serial = serial,
                 Write::Journal(entry) => {
-                    let seq = self
-                        .journal
-                        .last()
-                        .map(|(seq, _)| seq.saturating_add(1))
-                        .unwrap_or(1);
+                    let seq = self.journal.last().map(|(seq, _)| seq.saturating_add(1)).unwrap_or(1);
                     self.journal.push((seq, entry));
                 }
             }
@@ -183,20 +176,10 @@ impl LedgerView for MemLedger {
         Ok(self.current.copies.get(id).cloned())
     }
     fn bindings_of_grantor(&self, person: &PersonId) -> Result<Vec<BindingId>, Infallible> {
-        Ok(self
-            .current
-            .grantor_index
-            .get(person)
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.current.grantor_index.get(person).cloned().unwrap_or_default())
     }
     fn bindings_of_grantee(&self, person: &PersonId) -> Result<Vec<BindingId>, Infallible> {
-        Ok(self
-            .current
-            .grantee_index
-            .get(person)
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.current.grantee_index.get(person).cloned().unwrap_or_default())
     }
     fn fence(&self, leg: &LegId) -> Result<Option<Fence>, Infallible> {
         Ok(self.current.fences.get(leg).cloned())

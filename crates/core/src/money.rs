@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const MONEY_MAX_FEN: u64 = 1_000_000_000_000_000;
 
 /// An amount of money in fen (1 yuan = 100 fen). Never negative; never above [`MONEY_MAX_FEN`].
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u64", into = "u64")]
 pub struct Money(u64);
 
@@ -70,10 +68,7 @@ impl Money {
     }
 
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
-        self.0
-            .checked_sub(other.0)
-            .map(Money)
-            .ok_or(MoneyError::Overflow)
+        self.0.checked_sub(other.0).map(Money).ok_or(MoneyError::Overflow)
     }
 
     /// `self - other`, or zero when `other` is larger. For "what is still to pay" arithmetic.
@@ -118,9 +113,7 @@ impl Money {
                 if fraction.len() > 2 {
                     return Err(MoneyError::TooManyDecimals(text.to_string()));
                 }
-                let value: u64 = fraction
-                    .parse()
-                    .map_err(|_| MoneyError::Malformed(text.to_string()))?;
+                let value: u64 = fraction.parse().map_err(|_| MoneyError::Malformed(text.to_string()))?;
                 // "5" after the point means 50 fen, "05" means 5 fen.
                 if fraction.len() == 1 {
                     value.checked_mul(10).ok_or(MoneyError::Overflow)?
@@ -197,21 +190,13 @@ mod tests {
     #[test]
     fn refuses_bad_forms_with_a_reason() {
         assert_eq!(Money::parse_yuan(""), Err(MoneyError::Empty));
-        assert!(matches!(
-            Money::parse_yuan("-1.00"),
-            Err(MoneyError::Negative(_))
-        ));
+        assert!(matches!(Money::parse_yuan("-1.00"), Err(MoneyError::Negative(_))));
         assert!(matches!(
             Money::parse_yuan("1.234"),
             Err(MoneyError::TooManyDecimals(_))
         ));
-        for bad in [
-            "abc", "1e3", "+1", " 1", "1 ", "1,000", ".5", "5.", "1.2.3", "１",
-        ] {
-            assert!(
-                matches!(Money::parse_yuan(bad), Err(MoneyError::Malformed(_))),
-                "{bad}"
-            );
+        for bad in ["abc", "1e3", "+1", " 1", "1 ", "1,000", ".5", "5.", "1.2.3", "１"] {
+            assert!(matches!(Money::parse_yuan(bad), Err(MoneyError::Malformed(_))), "{bad}");
         }
         assert!(matches!(
             Money::parse_yuan("99999999999999999999999"),
@@ -227,10 +212,7 @@ mod tests {
     #[test]
     fn checked_arithmetic_refuses_overflow_and_negative() {
         let max = Money::from_fen(MONEY_MAX_FEN).unwrap();
-        assert_eq!(
-            max.checked_add(Money::from_fen(1).unwrap()),
-            Err(MoneyError::Overflow)
-        );
+        assert_eq!(max.checked_add(Money::from_fen(1).unwrap()), Err(MoneyError::Overflow));
         assert_eq!(
             Money::ZERO.checked_sub(Money::from_fen(1).unwrap()),
             Err(MoneyError::Overflow)

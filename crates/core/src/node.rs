@@ -24,14 +24,8 @@ use crate::time::Now;
 /// Something that happens to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Input {
-    Client {
-        reply_to: ReplyTo,
-        request: ClientRequest,
-    },
-    Peer {
-        from: Province,
-        message: PeerMessage,
-    },
+    Client { reply_to: ReplyTo, request: ClientRequest },
+    Peer { from: Province, message: PeerMessage },
     Timer(TimerKind),
 }
 
@@ -63,9 +57,7 @@ pub fn route(input: &Input) -> Part {
             | PeerMessage::Commit { .. }
             | PeerMessage::Abort { .. }
             | PeerMessage::Credit { .. } => Part::Participant,
-            PeerMessage::Vote { .. } | PeerMessage::Ack { .. } | PeerMessage::Query { .. } => {
-                Part::Coordinator
-            }
+            PeerMessage::Vote { .. } | PeerMessage::Ack { .. } | PeerMessage::Query { .. } => Part::Coordinator,
             PeerMessage::RegisterBinding(_)
             | PeerMessage::Registered { .. }
             | PeerMessage::Revoked { .. }
@@ -75,8 +67,9 @@ pub fn route(input: &Input) -> Part {
             TimerKind::HoldDeadline(_) => Part::Participant,
             TimerKind::VoteDeadline { .. } => Part::Coordinator,
             TimerKind::Resend(OutboxKey::Settlement(_) | OutboxKey::Refund(_)) => Part::Coordinator,
-            TimerKind::Resend(OutboxKey::Registration(_) | OutboxKey::Revocation(_))
-            | TimerKind::BindWait(_) => Part::Bindings,
+            TimerKind::Resend(OutboxKey::Registration(_) | OutboxKey::Revocation(_)) | TimerKind::BindWait(_) => {
+                Part::Bindings
+            }
         },
     }
 }
@@ -93,20 +86,10 @@ pub struct NodeCore {
 
 impl NodeCore {
     /// `incarnation` must be larger than at any earlier start of this node.
-    pub fn new(
-        province: Province,
-        policy: Policy,
-        config: ProtocolConfig,
-        incarnation: u32,
-    ) -> NodeCore {
+    pub fn new(province: Province, policy: Policy, config: ProtocolConfig, incarnation: u32) -> NodeCore {
         NodeCore {
             province,
-            coordinator: Coordinator::new(
-                province,
-                incarnation,
-                config.clone(),
-                policy.grantor_order,
-            ),
+            coordinator: Coordinator::new(province, incarnation, config.clone(), policy.grantor_order),
             bindings: Bindings::new(province, policy, config.clone()),
             config,
         }
@@ -144,41 +127,29 @@ impl NodeCore {
         };
         match input {
             Input::Client { reply_to, request } => match request {
-                ClientRequest::Settle(request) => {
-                    self.coordinator.on_settle(view, reply_to, request, now)
-                }
-                ClientRequest::Refund(request) => {
-                    self.coordinator.on_refund(view, reply_to, request, now)
-                }
+                ClientRequest::Settle(request) => self.coordinator.on_settle(view, reply_to, request, now),
+                ClientRequest::Refund(request) => self.coordinator.on_refund(view, reply_to, request, now),
                 ClientRequest::Bind(request) => self.bindings.on_bind(view, reply_to, request, now),
-                ClientRequest::Unbind { binding } => {
-                    self.bindings.on_unbind(view, reply_to, binding, now)
-                }
+                ClientRequest::Unbind { binding } => self.bindings.on_unbind(view, reply_to, binding, now),
                 ClientRequest::OpenAccount {
                     person,
                     name,
                     scheme,
                     balance,
                 } => accounts.open(view, reply_to, person, name, scheme, balance, now),
-                ClientRequest::Credit {
-                    credit,
-                    person,
-                    amount,
-                } => accounts.credit(view, reply_to, credit, person, amount, now),
+                ClientRequest::Credit { credit, person, amount } => {
+                    accounts.credit(view, reply_to, credit, person, amount, now)
+                }
                 ClientRequest::Freeze { person, reason } => {
                     accounts.set_frozen(view, reply_to, person, true, Some(reason))
                 }
-                ClientRequest::Unfreeze { person } => {
-                    accounts.set_frozen(view, reply_to, person, false, None)
-                }
+                ClientRequest::Unfreeze { person } => accounts.set_frozen(view, reply_to, person, false, None),
                 ClientRequest::Close { person } => accounts.close(view, reply_to, person),
             },
             Input::Peer { from, message } => self.on_peer(view, from, message, now),
             Input::Timer(kind) => match route(&Input::Timer(kind.clone())) {
                 Part::Participant => match &kind {
-                    TimerKind::HoldDeadline(leg) => {
-                        self.participant().on_hold_deadline(view, leg, now)
-                    }
+                    TimerKind::HoldDeadline(leg) => self.participant().on_hold_deadline(view, leg, now),
                     _ => Ok(Effects::default()),
                 },
                 Part::Coordinator => self.coordinator.on_timer(view, &kind, now),
@@ -197,9 +168,7 @@ impl NodeCore {
         let participant = self.participant();
         match message {
             PeerMessage::Prepare(prepare) => participant.on_prepare(view, from, &prepare, now),
-            PeerMessage::Commit { leg, amount } => {
-                participant.on_commit(view, from, &leg, amount, now)
-            }
+            PeerMessage::Commit { leg, amount } => participant.on_commit(view, from, &leg, amount, now),
             PeerMessage::Abort { leg } => participant.on_abort(view, from, &leg, now),
             PeerMessage::Credit {
                 leg,
@@ -207,31 +176,17 @@ impl NodeCore {
                 account,
                 amount,
             } => participant.on_credit(view, from, &leg, &original, &account, amount, now),
-            PeerMessage::Vote { leg, vote } => {
-                self.coordinator.on_vote(view, from, &leg, vote, now)
-            }
-            PeerMessage::Ack { leg, outcome } => {
-                self.coordinator.on_ack(view, from, &leg, outcome, now)
-            }
+            PeerMessage::Vote { leg, vote } => self.coordinator.on_vote(view, from, &leg, vote, now),
+            PeerMessage::Ack { leg, outcome } => self.coordinator.on_ack(view, from, &leg, outcome, now),
             PeerMessage::Query { leg } => self.coordinator.on_query(view, from, &leg, now),
-            PeerMessage::RegisterBinding(binding) => {
-                self.bindings.on_register(view, from, &binding, now)
+            PeerMessage::RegisterBinding(binding) => self.bindings.on_register(view, from, &binding, now),
+            PeerMessage::Registered { binding, registration } => {
+                self.bindings.on_registered(view, from, binding, registration, now)
             }
-            PeerMessage::Registered {
-                binding,
-                registration,
-            } => self
-                .bindings
-                .on_registered(view, from, binding, registration, now),
-            PeerMessage::Revoked {
-                binding,
-                at_wall_ms,
-            } => self
-                .bindings
-                .on_revoked(view, from, binding, at_wall_ms, now),
-            PeerMessage::RevocationNoted { binding } => {
-                self.bindings.on_revocation_noted(view, from, binding, now)
+            PeerMessage::Revoked { binding, at_wall_ms } => {
+                self.bindings.on_revoked(view, from, binding, at_wall_ms, now)
             }
+            PeerMessage::RevocationNoted { binding } => self.bindings.on_revocation_noted(view, from, binding, now),
         }
     }
 

@@ -67,10 +67,7 @@ impl Deliveries {
         for item in &pending {
             effects.send(item.to, item.message.clone());
         }
-        effects.timer(
-            now.mono_after(config.resend_initial_ms),
-            TimerKind::Resend(key.clone()),
-        );
+        effects.timer(now.mono_after(config.resend_initial_ms), TimerKind::Resend(key.clone()));
         self.items.insert(
             key,
             Delivery {
@@ -90,10 +87,7 @@ impl Deliveries {
     /// when nothing was pending for it (a duplicate ack).
     pub fn ack(&mut self, key: &OutboxKey, ack: &AckKey, from: Province) -> Option<bool> {
         let delivery = self.items.get_mut(key)?;
-        let position = delivery
-            .pending
-            .iter()
-            .position(|p| &p.ack == ack && p.to == from)?;
+        let position = delivery.pending.iter().position(|p| &p.ack == ack && p.to == from)?;
         delivery.pending.remove(position);
         if delivery.pending.is_empty() {
             self.items.remove(key);
@@ -109,26 +103,14 @@ impl Deliveries {
     }
 
     /// The resend timer fired: send what is still pending and back off.
-    pub fn resend(
-        &mut self,
-        key: &OutboxKey,
-        config: &ProtocolConfig,
-        now: Now,
-        effects: &mut Effects,
-    ) {
+    pub fn resend(&mut self, key: &OutboxKey, config: &ProtocolConfig, now: Now, effects: &mut Effects) {
         let Some(delivery) = self.items.get_mut(key) else {
             return;
         };
         for item in &delivery.pending {
             effects.send(item.to, item.message.clone());
         }
-        delivery.backoff_ms = delivery
-            .backoff_ms
-            .saturating_mul(2)
-            .min(config.resend_max_ms);
-        effects.timer(
-            now.mono_after(delivery.backoff_ms),
-            TimerKind::Resend(key.clone()),
-        );
+        delivery.backoff_ms = delivery.backoff_ms.saturating_mul(2).min(config.resend_max_ms);
+        effects.timer(now.mono_after(delivery.backoff_ms), TimerKind::Resend(key.clone()));
     }
 }

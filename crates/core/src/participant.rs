@@ -37,11 +37,7 @@ fn storage<E: std::fmt::Debug>(error: E) -> HandlerError<E> {
 }
 
 impl Participant<'_> {
-    fn fence<V: LedgerView>(
-        &self,
-        view: &V,
-        leg: &LegId,
-    ) -> Result<Option<Fence>, HandlerError<V::Error>> {
+    fn fence<V: LedgerView>(&self, view: &V, leg: &LegId) -> Result<Option<Fence>, HandlerError<V::Error>> {
         if !self.config.safeguards.fence {
             // Mutation: behave as if no fence had ever been written, except for a live hold,
             // which the hold itself still needs to be released.
@@ -123,13 +119,7 @@ impl Participant<'_> {
     }
 
     /// A coordinator asks to hold up to `amount_max` for a leg.
-    pub fn on_prepare<V: LedgerView>(
-        &self,
-        view: &V,
-        from: Province,
-        prepare: &Prepare,
-        now: Now,
-    ) -> Outcome<V> {
+    pub fn on_prepare<V: LedgerView>(&self, view: &V, from: Province, prepare: &Prepare, now: Now) -> Outcome<V> {
         let mut effects = Effects::default();
         let leg = &prepare.leg;
         if leg.coordinator != from {
@@ -156,13 +146,7 @@ impl Participant<'_> {
                     held: hold.amount,
                     available_before: hold.available_before,
                 };
-                effects.send(
-                    from,
-                    PeerMessage::Vote {
-                        leg: leg.clone(),
-                        vote,
-                    },
-                );
+                effects.send(from, PeerMessage::Vote { leg: leg.clone(), vote });
                 return Ok(effects);
             }
             Some(Fence::Committed { amount, .. }) => {
@@ -203,9 +187,7 @@ impl Participant<'_> {
                     effects.writes.push(Write::Fence {
                         leg: leg.clone(),
                         expected: None,
-                        new: Fence::Aborted {
-                            refusal: Some(reason),
-                        },
+                        new: Fence::Aborted { refusal: Some(reason) },
                     });
                 }
                 effects.send(
@@ -295,9 +277,9 @@ impl Participant<'_> {
         view: &V,
         person: &PersonId,
     ) -> Result<crate::account::Account, HandlerError<V::Error>> {
-        view.account(person).map_err(storage)?.ok_or_else(|| {
-            HandlerError::Invariant(format!("account {person} of a live fence is missing"))
-        })
+        view.account(person)
+            .map_err(storage)?
+            .ok_or_else(|| HandlerError::Invariant(format!("account {person} of a live fence is missing")))
     }
 
     /// The coordinator decided COMMIT with `amount` (at most the held amount) for this leg.
@@ -322,10 +304,7 @@ impl Participant<'_> {
                 if amount > hold.amount {
                     effects.notes.push(Note::ProtocolViolation {
                         from,
-                        detail: format!(
-                            "commit of {amount} on leg {leg} exceeds the {} held",
-                            hold.amount
-                        ),
+                        detail: format!("commit of {amount} on leg {leg} exceeds the {} held", hold.amount),
                     });
                     return Ok(effects);
                 }
@@ -381,15 +360,11 @@ impl Participant<'_> {
                     },
                 );
             }
-            Some(Fence::Committed {
-                amount: committed, ..
-            }) => {
+            Some(Fence::Committed { amount: committed, .. }) => {
                 if committed != amount {
                     effects.notes.push(Note::ProtocolViolation {
                         from,
-                        detail: format!(
-                            "commit of {amount} on leg {leg} already committed with {committed}"
-                        ),
+                        detail: format!("commit of {amount} on leg {leg} already committed with {committed}"),
                     });
                 }
                 effects.send(
@@ -426,13 +401,7 @@ impl Participant<'_> {
     }
 
     /// The coordinator decided ABORT for this leg (or never got its vote in time).
-    pub fn on_abort<V: LedgerView>(
-        &self,
-        view: &V,
-        from: Province,
-        leg: &LegId,
-        _now: Now,
-    ) -> Outcome<V> {
+    pub fn on_abort<V: LedgerView>(&self, view: &V, from: Province, leg: &LegId, _now: Now) -> Outcome<V> {
         let mut effects = Effects::default();
         if leg.coordinator != from {
             effects.notes.push(Note::ProtocolViolation {
@@ -548,9 +517,7 @@ impl Participant<'_> {
             return Ok(effects);
         }
         match self.fence(view, leg)? {
-            Some(Fence::Credited {
-                amount: credited, ..
-            }) => {
+            Some(Fence::Credited { amount: credited, .. }) => {
                 effects.send(
                     from,
                     PeerMessage::Ack {

@@ -60,13 +60,9 @@ impl PersonId {
         }
         let birth = &bytes[6..14];
         if !is_plausible_date(birth) {
-            return Err(PersonIdError::BadBirthDate(
-                String::from_utf8_lossy(birth).into_owned(),
-            ));
+            return Err(PersonIdError::BadBirthDate(String::from_utf8_lossy(birth).into_owned()));
         }
-        let first17: [u8; 17] = bytes[..17]
-            .try_into()
-            .map_err(|_| PersonIdError::WrongLength(0))?;
+        let first17: [u8; 17] = bytes[..17].try_into().map_err(|_| PersonIdError::WrongLength(0))?;
         let expected = check_character(&first17);
         let found = bytes[17];
         if expected != found {
@@ -137,16 +133,12 @@ fn check_character(first17: &[u8; 17]) -> u8 {
         .zip(CHECK_WEIGHTS.iter())
         .map(|(digit, weight)| u32::from(digit.wrapping_sub(b'0')).wrapping_mul(*weight))
         .fold(0u32, u32::wrapping_add);
-    CHECK_CHARS
-        .get((sum % 11) as usize)
-        .copied()
-        .unwrap_or(b'?')
+    CHECK_CHARS.get((sum % 11) as usize).copied().unwrap_or(b'?')
 }
 
 fn is_plausible_date(yyyymmdd: &[u8]) -> bool {
-    let number = |range: std::ops::Range<usize>| -> Option<u32> {
-        std::str::from_utf8(yyyymmdd.get(range)?).ok()?.parse().ok()
-    };
+    let number =
+        |range: std::ops::Range<usize>| -> Option<u32> { std::str::from_utf8(yyyymmdd.get(range)?).ok()?.parse().ok() };
     let (Some(year), Some(month), Some(day)) = (number(0..4), number(4..6), number(6..8)) else {
         return false;
     };

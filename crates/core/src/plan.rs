@@ -116,9 +116,7 @@ pub fn order_candidates(candidates: &mut [Candidate], order: GrantorOrder) {
                 .cmp(&a.balance_for_order)
                 .then(a.binding.cmp(&b.binding))
         }),
-        GrantorOrder::FamilyOrder => {
-            candidates.sort_by_key(|c| (c.position, c.created_wall_ms, c.binding))
-        }
+        GrantorOrder::FamilyOrder => candidates.sort_by_key(|c| (c.position, c.created_wall_ms, c.binding)),
     }
 }
 

@@ -140,8 +140,7 @@ fn parse_six_digits(text: &str) -> Result<u32, RegionError> {
     if text.len() != 6 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(RegionError::Malformed(text.to_string()));
     }
-    text.parse()
-        .map_err(|_| RegionError::Malformed(text.to_string()))
+    text.parse().map_err(|_| RegionError::Malformed(text.to_string()))
 }
 
 impl FromStr for Region {
@@ -225,14 +224,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_codes() {
-        assert!(matches!(
-            "5000".parse::<Region>(),
-            Err(RegionError::Malformed(_))
-        ));
-        assert!(matches!(
-            "abcdef".parse::<Region>(),
-            Err(RegionError::Malformed(_))
-        ));
+        assert!(matches!("5000".parse::<Region>(), Err(RegionError::Malformed(_))));
+        assert!(matches!("abcdef".parse::<Region>(), Err(RegionError::Malformed(_))));
         assert!(matches!(
             "710000".parse::<Region>(),
             Err(RegionError::UnknownProvince(_, 71))

@@ -11,9 +11,7 @@ const CHINA_OFFSET_MS: i64 = 8 * 3_600_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// The moment of an event, as read by the driver (real clocks, or the simulator's).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Now {
     /// Milliseconds on this node's monotonic clock (starts anywhere; only differences matter).
     pub mono_ms: u64,
@@ -68,8 +66,7 @@ impl CivilDate {
 
     /// Whole days from `earlier` to `self` (negative if `earlier` is later).
     pub fn days_since(self, earlier: CivilDate) -> i64 {
-        self.days_from_epoch()
-            .saturating_sub(earlier.days_from_epoch())
+        self.days_from_epoch().saturating_sub(earlier.days_from_epoch())
     }
 
     /// Parses `YYYY-MM-DD`.
@@ -100,9 +97,7 @@ pub fn local_minute_of_day(wall_ms: i64) -> u32 {
 }
 
 /// A calendar month in China Standard Time, e.g. 2026-11. Monthly binding limits count per month.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct YearMonth {
     pub year: i32,
     pub month: u8,
@@ -159,19 +154,10 @@ mod tests {
     fn months_follow_china_standard_time() {
         // 2024-01-31T16:00:00Z is 2024-02-01 00:00 in Beijing.
         let utc_jan31_16h = 1_706_716_800_000;
-        assert_eq!(
-            YearMonth::of_wall_ms(utc_jan31_16h),
-            YearMonth {
-                year: 2024,
-                month: 2
-            }
-        );
+        assert_eq!(YearMonth::of_wall_ms(utc_jan31_16h), YearMonth { year: 2024, month: 2 });
         assert_eq!(
             YearMonth::of_wall_ms(utc_jan31_16h - 1),
-            YearMonth {
-                year: 2024,
-                month: 1
-            }
+            YearMonth { year: 2024, month: 1 }
         );
         assert_eq!(
             CivilDate::of_wall_ms(0),

@@ -1,0 +1,931 @@
+//! Protocol tests: exact commands per event (as openraft's engine tests), every anomaly of the
+//! two-phase deduction, and whole settlements across an in-memory cluster.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use exchange_core::binding::{BindRequest, DocumentKind, Evidence, Limits, Relation};
+use exchange_core::config::ProtocolConfig;
+use exchange_core::effects::{Effects, Note, TimerKind};
+use exchange_core::ids::{LegId, LegScope, RefundId, SettlementId};
+use exchange_core::ledger::Write;
+use exchange_core::mem::MemLedger;
+use exchange_core::message::{ClientReply, ClientRequest, LegOutcome, PeerMessage, Prepare, Vote};
+use exchange_core::node::{Input, NodeCore};
+use exchange_core::records::{Fence, JournalKind, Receipt, RefundRequest, SettleRequest};
+use exchange_core::{BindingId, BindingKind, Money, Now, PersonId, Policy, Province, Refusal, Region, Scheme};
+
+const BEIJING: u32 = 110000;
+const CHONGQING: u32 = 500000;
+const SICHUAN: u32 = 510000;
+/// 2026-11-22 12:00 in Beijing.
+const WALL_MS: i64 = 1_795_320_000_000;
+
+fn p(code: u32) -> Province {
+    Province::from_code(code).unwrap()
+}
+
+fn yuan(value: u64) -> Money {
+    Money::from_yuan(value).unwrap()
+}
+
+fn adult(code: u32, sequence: u32) -> PersonId {
+    PersonId::from_body(&format!("{code:06}19700101{sequence:03}")).unwrap()
+}
+
+/// A small in-memory cluster: each node applies its writes at once and its messages are
+/// queued; tests deliver them one by one or all at once.
+struct Cluster {
+    nodes: BTreeMap<Province, (NodeCore, MemLedger)>,
+    network: VecDeque<(Province, Province, PeerMessage)>,
+    replies: BTreeMap<u64, ClientReply>,
+    timers: Vec<(Province, u64, TimerKind)>,
+    notes: Vec<Note>,
+    mono_ms: u64,
+    next_reply: u64,
+    config: ProtocolConfig,
+}
+
+impl Cluster {
+    fn new(codes: &[u32]) -> Cluster {
+        let config = ProtocolConfig::default();
+        let nodes = codes
+            .iter()
+            .map(|&code| {
+                (
+                    p(code),
+                    (
+                        NodeCore::new(p(code), Policy::default(), config.clone(), 1),
+                        MemLedger::new(),
+                    ),
+                )
+            })
+            .collect();
+        Cluster {
+            nodes,
+            network: VecDeque::new(),
+            replies: BTreeMap::new(),
+            timers: Vec::new(),
+            notes: Vec::new(),
+            mono_ms: 1_000,
+            next_reply: 0,
+            config,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now::new(
+            self.mono_ms,
+            WALL_MS.saturating_add(i64::try_from(self.mono_ms).unwrap()),
+        )
+    }
+
+    fn ledger(&self, code: u32) -> &MemLedger {
+        &self.nodes[&p(code)].1
+    }
+
+    fn step(&mut self, at: Province, input: Input) -> Effects {
+        let now = self.now();
+        let (node, ledger) = self.nodes.get_mut(&at).unwrap();
+        let effects = node.handle(ledger, input, now).unwrap();
+        ledger.apply(&effects.writes).unwrap();
+        for account in ledger.tables().accounts.values() {
+            account.check_invariant().unwrap();
+        }
+        for (to, message) in &effects.sends {
+            self.network.push_back((at, *to, message.clone()));
+        }
+        for (reply_to, reply) in &effects.replies {
+            self.replies.insert(*reply_to, reply.clone());
+        }
+        for timer in &effects.timers {
+            self.timers.push((at, timer.at_mono_ms, timer.kind.clone()));
+        }
+        self.notes.extend(effects.notes.iter().cloned());
+        effects
+    }
+
+    fn client(&mut self, code: u32, request: ClientRequest) -> u64 {
+        self.next_reply += 1;
+        let reply_to = self.next_reply;
+        self.step(p(code), Input::Client { reply_to, request });
+        reply_to
+    }
+
+    /// Delivers queued messages (FIFO) until none is left.
+    fn deliver_all(&mut self) {
+        let mut steps = 0;
+        while let Some((from, to, message)) = self.network.pop_front() {
+            self.step(to, Input::Peer { from, message });
+            steps += 1;
+            assert!(steps < 10_000, "no quiescence");
+        }
+    }
+
+    /// Advances time to `mono_ms`, firing due timers in time order (and delivering what they send).
+    fn advance_to(&mut self, mono_ms: u64) {
+        loop {
+            self.timers.sort_by_key(|(_, at, _)| *at);
+            let due = self.timers.first().is_some_and(|(_, at, _)| *at <= mono_ms);
+            if !due {
+                break;
+            }
+            let (at_node, at, kind) = self.timers.remove(0);
+            self.mono_ms = self.mono_ms.max(at);
+            self.step(at_node, Input::Timer(kind));
+            self.deliver_all();
+        }
+        self.mono_ms = mono_ms;
+    }
+
+    fn reply(&self, reply_to: u64) -> &ClientReply {
+        &self.replies[&reply_to]
+    }
+
+    fn account(&self, code: u32, person: &PersonId) -> exchange_core::Account {
+        self.ledger(code).tables().accounts[person].clone()
+    }
+
+    fn open(&mut self, code: u32, person: PersonId, scheme: Scheme, balance: Money) {
+        let reply = self.client(
+            code,
+            ClientRequest::OpenAccount {
+                person,
+                name: "Test".into(),
+                scheme,
+                balance,
+            },
+        );
+        assert!(
+            matches!(self.reply(reply), ClientReply::Account(_)),
+            "{:?}",
+            self.reply(reply)
+        );
+    }
+
+    fn bind(&mut self, grantor_code: u32, grantor: PersonId, grantee: PersonId, limits: Limits) -> BindingId {
+        let reply = self.client(
+            grantor_code,
+            ClientRequest::Bind(BindRequest {
+                grantor,
+                grantee,
+                grantee_province: p(CHONGQING),
+                relation: Relation::Parent,
+                kind: BindingKind::MutualAid,
+                limits,
+                evidence: Evidence {
+                    document: DocumentKind::HouseholdRegister,
+                    reference: "HR-42".into(),
+                    face_verified: true,
+                    commitment_signed: true,
+                },
+            }),
+        );
+        self.deliver_all();
+        match self.reply(reply) {
+            ClientReply::Bound { binding, .. } => *binding,
+            other => panic!("bind failed: {other:?}"),
+        }
+    }
+
+    fn settle(&mut self, id: &str, patient: PersonId, self_pay: Money) -> u64 {
+        self.client(CHONGQING, ClientRequest::Settle(settle_request(id, patient, self_pay)))
+    }
+
+    fn sum_balances(&self) -> Money {
+        Money::sum(
+            self.nodes
+                .values()
+                .flat_map(|(_, l)| l.tables().accounts.values().map(|a| a.balance)),
+        )
+        .unwrap()
+    }
+
+    fn live_holds(&self) -> usize {
+        self.nodes.values().map(|(_, l)| l.tables().live_holds.len()).sum()
+    }
+}
+
+fn settle_request(id: &str, patient: PersonId, self_pay: Money) -> SettleRequest {
+    SettleRequest {
+        settlement: SettlementId::new(id).unwrap(),
+        patient,
+        total_fee: self_pay.checked_add(yuan(1000)).unwrap(),
+        fund_paid: yuan(1000),
+        self_pay,
+        institution: "H50010001".into(),
+        treatment_region: Region::from_code(500100).unwrap(),
+        insured_region: Region::from_code(CHONGQING).unwrap(),
+    }
+}
+
+/// The scripted family: a Chongqing grandmother, her son in Beijing, her daughter in Sichuan.
+struct Family {
+    grandmother: PersonId,
+    son: PersonId,
+    daughter: PersonId,
+    son_binding: BindingId,
+    daughter_binding: BindingId,
+}
+
+fn family(cluster: &mut Cluster, son_limits: Limits) -> Family {
+    let grandmother = adult(CHONGQING, 1);
+    let son = adult(BEIJING, 2);
+    let daughter = adult(SICHUAN, 3);
+    cluster.open(CHONGQING, grandmother, Scheme::Employee, yuan(50));
+    cluster.open(BEIJING, son, Scheme::Employee, yuan(1000));
+    cluster.open(SICHUAN, daughter, Scheme::Employee, yuan(800));
+    let son_binding = cluster.bind(BEIJING, son, grandmother, son_limits);
+    cluster.advance_to(cluster.mono_ms + 1);
+    let daughter_binding = cluster.bind(SICHUAN, daughter, grandmother, Limits::default());
+    Family {
+        grandmother,
+        son,
+        daughter,
+        son_binding,
+        daughter_binding,
+    }
+}
+
+fn receipt(reply: &ClientReply) -> &Receipt {
+    match reply {
+        ClientReply::Settled(receipt) => receipt,
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+}
+
+#[test]
+fn cross_province_settlement_with_two_grantors_pays_in_order() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(
+        &mut cluster,
+        Limits {
+            per_settlement: Some(yuan(300)),
+            monthly: None,
+        },
+    );
+    let before = cluster.sum_balances();
+    let reply = cluster.settle("S-1", f.grandmother, yuan(500));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!(r.own_account_paid, yuan(50));
+    assert_eq!(r.mutual_aid.len(), 2);
+    assert_eq!(
+        (r.mutual_aid[0].binding, r.mutual_aid[0].amount),
+        (f.son_binding, yuan(300)),
+        "son first, capped by his limit"
+    );
+    assert_eq!(
+        (r.mutual_aid[1].binding, r.mutual_aid[1].amount),
+        (f.daughter_binding, yuan(150))
+    );
+    assert_eq!(r.cash_paid, Money::ZERO);
+    assert_eq!(r.own_balance_after, Some(Money::ZERO));
+    assert_eq!(r.mutual_aid[0].balance_after, yuan(700));
+    assert_eq!(cluster.account(CHONGQING, &f.grandmother).balance, Money::ZERO);
+    assert_eq!(cluster.account(BEIJING, &f.son).balance, yuan(700));
+    assert_eq!(cluster.account(SICHUAN, &f.daughter).balance, yuan(650));
+    assert_eq!(
+        cluster.account(SICHUAN, &f.daughter).held,
+        Money::ZERO,
+        "the over-hold was released"
+    );
+    assert_eq!(cluster.sum_balances(), before.checked_sub(yuan(500)).unwrap());
+    assert_eq!(cluster.live_holds(), 0);
+    // Clearing: Chongqing's claims equal what Beijing and Sichuan debited for it.
+    let claims: Vec<_> = cluster
+        .ledger(CHONGQING)
+        .tables()
+        .journal
+        .iter()
+        .filter(|(_, e)| e.kind == JournalKind::MutualAidReceived)
+        .map(|(_, e)| (e.counterparty.unwrap(), e.amount))
+        .collect();
+    assert_eq!(claims, vec![(p(BEIJING), yuan(300)), (p(SICHUAN), yuan(150))]);
+    assert!(
+        cluster
+            .notes
+            .iter()
+            .all(|n| !matches!(n, Note::ProtocolViolation { .. }))
+    );
+    assert!(cluster.ledger(CHONGQING).tables().outbox.is_empty(), "all acks arrived");
+}
+
+#[test]
+fn duplicate_settle_returns_the_same_receipt_and_another_request_is_refused() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let first = cluster.settle("S-dup", f.grandmother, yuan(200));
+    let during = cluster.settle("S-dup", f.grandmother, yuan(200));
+    cluster.deliver_all();
+    let balances = cluster.sum_balances();
+    let again = cluster.settle("S-dup", f.grandmother, yuan(200));
+    let other = cluster.settle("S-dup", f.grandmother, yuan(201));
+    cluster.deliver_all();
+    assert_eq!(cluster.reply(first), cluster.reply(again));
+    assert_eq!(
+        cluster.reply(first),
+        cluster.reply(during),
+        "a retry while deciding joins the first"
+    );
+    match cluster.reply(other) {
+        ClientReply::Error(error) => assert_eq!(error.reason, "settlement_id_reused"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cluster.sum_balances(), balances, "nothing changed");
+}
+
+#[test]
+fn a_no_vote_replans_to_the_next_grantor_and_the_receipt_says_why() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let freeze = cluster.client(
+        BEIJING,
+        ClientRequest::Freeze {
+            person: f.son,
+            reason: "card lost".into(),
+        },
+    );
+    assert!(matches!(cluster.reply(freeze), ClientReply::Account(a) if a.frozen));
+    let reply = cluster.settle("S-frozen", f.grandmother, yuan(400));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply));
+    assert_eq!(r.mutual_aid.len(), 1);
+    assert_eq!(r.mutual_aid[0].grantor, f.daughter);
+    assert_eq!(r.mutual_aid[0].amount, yuan(350));
+    let son = r.not_paying.iter().find(|n| n.grantor == f.son).unwrap();
+    assert_eq!(son.reason, Refusal::AccountFrozen);
+    assert_eq!(
+        cluster.account(BEIJING, &f.son).balance,
+        yuan(1000),
+        "a frozen account is not drawn on"
+    );
+    assert!(
+        cluster
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::SettlementDecided { replanned: true, .. }))
+    );
+}
+
+#[test]
+fn revocation_takes_effect_at_once_on_the_grantors_node_even_with_the_grantee_node_away() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let unbind = cluster.client(BEIJING, ClientRequest::Unbind { binding: f.son_binding });
+    assert!(matches!(cluster.reply(unbind), ClientReply::Unbound { .. }));
+    // The revocation notice to Chongqing is lost: Chongqing's copy still says active.
+    cluster
+        .network
+        .retain(|(_, _, m)| !matches!(m, PeerMessage::Revoked { .. }));
+    let reply = cluster.settle("S-revoked", f.grandmother, yuan(400));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply));
+    assert_eq!(
+        r.not_paying.iter().find(|n| n.grantor == f.son).unwrap().reason,
+        Refusal::BindingRevoked
+    );
+    assert_eq!(cluster.account(BEIJING, &f.son).balance, yuan(1000));
+    // The notice is re-sent until noted.
+    cluster.advance_to(cluster.mono_ms + 10_000);
+    assert!(cluster.ledger(BEIJING).tables().outbox.is_empty());
+    let copy = &cluster.ledger(CHONGQING).tables().copies[&f.son_binding];
+    assert!(matches!(copy.status, exchange_core::BindingStatus::Revoked { .. }));
+}
+
+#[test]
+fn vote_timeout_aborts_the_missing_leg_and_cash_pays() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let reply = cluster.settle("S-timeout", f.grandmother, yuan(2000));
+    // Sichuan is partitioned: its prepare is lost.
+    cluster.network.retain(|(_, to, _)| *to != p(SICHUAN));
+    cluster.deliver_all();
+    assert!(
+        !cluster.replies.contains_key(&reply),
+        "still waiting for Sichuan's vote"
+    );
+    cluster.advance_to(cluster.mono_ms + cluster.config.vote_timeout_ms);
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!(r.own_account_paid, yuan(50));
+    assert_eq!(r.mutual_aid.len(), 1);
+    assert_eq!(r.mutual_aid[0].amount, yuan(1000));
+    assert_eq!(r.cash_paid, yuan(950));
+    assert_eq!(r.not_paying[0].reason, Refusal::Timeout);
+    // The abort overtook the lost prepare: Sichuan wrote an empty-rollback fence.
+    let leg = LegId {
+        coordinator: p(CHONGQING),
+        scope: LegScope::Pay {
+            settlement: SettlementId::new("S-timeout").unwrap(),
+            attempt: 1,
+        },
+        index: 2,
+    };
+    assert_eq!(
+        cluster.ledger(SICHUAN).tables().fences.get(&leg),
+        Some(&Fence::Aborted { refusal: None })
+    );
+    // The late prepare (hanging) is refused by the fence and holds nothing.
+    let late = Prepare {
+        leg,
+        account: f.daughter,
+        binding: Some(f.daughter_binding),
+        patient: f.grandmother,
+        amount_max: yuan(1950),
+        hold_timeout_ms: 10_000,
+    };
+    let effects = cluster.step(
+        p(SICHUAN),
+        Input::Peer {
+            from: p(CHONGQING),
+            message: PeerMessage::Prepare(late),
+        },
+    );
+    assert!(effects.writes.is_empty());
+    assert!(matches!(
+        effects.sends[0].1,
+        PeerMessage::Vote {
+            vote: Vote::No {
+                reason: Refusal::AlreadyAborted
+            },
+            ..
+        }
+    ));
+    assert_eq!(cluster.account(SICHUAN, &f.daughter).held, Money::ZERO);
+}
+
+#[test]
+fn participant_holding_past_its_deadline_asks_and_a_restarted_coordinator_presumes_abort() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let reply = cluster.settle("S-crash", f.grandmother, yuan(500));
+    // Deliver the prepares, but lose every vote: the coordinator crashes before deciding.
+    while let Some((from, to, message)) = cluster.network.pop_front() {
+        if !matches!(message, PeerMessage::Vote { .. }) {
+            cluster.step(to, Input::Peer { from, message });
+        }
+    }
+    assert_eq!(cluster.live_holds(), 3, "own leg and both grantors hold");
+    let now = cluster.now();
+    let (node, ledger) = cluster.nodes.get_mut(&p(CHONGQING)).unwrap();
+    *node = NodeCore::new(p(CHONGQING), Policy::default(), ProtocolConfig::default(), 2);
+    let live: Vec<LegId> = ledger.tables().live_holds.iter().cloned().collect();
+    let outbox: Vec<_> = ledger.tables().outbox.iter().cloned().collect();
+    let effects = node.recover(ledger, &live, &outbox, now).unwrap();
+    assert_eq!(effects.timers.len(), 1, "the local own-account hold asks soon");
+    cluster.timers.retain(|(at, _, _)| *at != p(CHONGQING));
+    for timer in effects.timers {
+        cluster.timers.push((p(CHONGQING), timer.at_mono_ms, timer.kind));
+    }
+    cluster
+        .timers
+        .retain(|(_, _, k)| !matches!(k, TimerKind::VoteDeadline { .. }));
+    assert!(!cluster.replies.contains_key(&reply));
+    let before = cluster.sum_balances();
+    cluster.advance_to(cluster.mono_ms + cluster.config.hold_timeout_ms + 1);
+    assert_eq!(cluster.live_holds(), 0, "every hold resolved by asking");
+    assert_eq!(cluster.sum_balances(), before, "presumed abort: nothing debited");
+    // The hospital retries with the same id after the restart: a fresh attempt succeeds.
+    let retry = cluster.settle("S-crash", f.grandmother, yuan(500));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(retry));
+    assert_eq!(r.cash_paid, Money::ZERO);
+    assert_eq!(cluster.sum_balances(), before.checked_sub(yuan(500)).unwrap());
+}
+
+#[test]
+fn a_lost_commit_is_recovered_by_the_participants_query() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let reply = cluster.settle("S-lost-commit", f.grandmother, yuan(500));
+    while let Some((from, to, message)) = cluster.network.pop_front() {
+        if !matches!(message, PeerMessage::Commit { .. } if to == p(BEIJING)) {
+            cluster.step(to, Input::Peer { from, message });
+        }
+    }
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!(cluster.account(BEIJING, &f.son).held, yuan(450), "Beijing still holds");
+    // Resends stop being lost; meanwhile Beijing's deadline query also gets the answer.
+    cluster.timers.retain(|(_, _, k)| !matches!(k, TimerKind::Resend(_)));
+    cluster.advance_to(cluster.mono_ms + cluster.config.hold_timeout_ms);
+    assert_eq!(cluster.account(BEIJING, &f.son).held, Money::ZERO);
+    assert_eq!(
+        cluster.account(BEIJING, &f.son).balance,
+        yuan(1000).checked_sub(r.mutual_aid[0].amount).unwrap()
+    );
+}
+
+#[test]
+fn refunds_credit_back_grantors_first_exactly_once_and_never_exceed_what_was_paid() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(
+        &mut cluster,
+        Limits {
+            per_settlement: Some(yuan(300)),
+            monthly: None,
+        },
+    );
+    let reply = cluster.settle("S-refund", f.grandmother, yuan(2000));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!((r.own_account_paid, r.cash_paid), (yuan(50), yuan(850)));
+    let refund = |id: &str, amount: Option<u64>| {
+        ClientRequest::Refund(RefundRequest {
+            refund: RefundId::new(id).unwrap(),
+            settlement: SettlementId::new("S-refund").unwrap(),
+            amount: amount.map(yuan),
+        })
+    };
+    let first = cluster.client(CHONGQING, refund("R-1", Some(900)));
+    cluster.deliver_all();
+    let ClientReply::Refunded(receipt1) = cluster.reply(first).clone() else {
+        panic!()
+    };
+    // Last payer first: Sichuan paid last (800), then Beijing (300) gets the remaining 100.
+    assert_eq!(receipt1.parts.len(), 2);
+    assert_eq!(
+        (receipt1.parts[0].account, receipt1.parts[0].amount),
+        (f.daughter, yuan(800))
+    );
+    assert_eq!(
+        (receipt1.parts[1].account, receipt1.parts[1].amount),
+        (f.son, yuan(100))
+    );
+    assert_eq!(cluster.account(SICHUAN, &f.daughter).balance, yuan(800));
+    // The same refund again: same receipt, credited once.
+    let again = cluster.client(CHONGQING, refund("R-1", Some(900)));
+    cluster.deliver_all();
+    assert_eq!(cluster.reply(again), cluster.reply(first));
+    assert_eq!(cluster.account(SICHUAN, &f.daughter).balance, yuan(800));
+    // More than what is left is refused; the rest is refunded in full.
+    let too_much = cluster.client(CHONGQING, refund("R-2", Some(1101)));
+    assert!(matches!(cluster.reply(too_much), ClientReply::Error(e) if e.reason == "refund_exceeds_paid"));
+    let rest = cluster.client(CHONGQING, refund("R-3", None));
+    cluster.deliver_all();
+    let ClientReply::Refunded(receipt3) = cluster.reply(rest).clone() else {
+        panic!()
+    };
+    assert_eq!(receipt3.amount, yuan(1100));
+    assert_eq!(receipt3.cash, yuan(850));
+    assert_eq!(cluster.account(BEIJING, &f.son).balance, yuan(1000));
+    assert_eq!(cluster.account(CHONGQING, &f.grandmother).balance, yuan(50));
+    let done = cluster.client(CHONGQING, refund("R-4", None));
+    assert!(matches!(cluster.reply(done), ClientReply::Error(e) if e.reason == "already_refunded"));
+    assert!(cluster.ledger(CHONGQING).tables().outbox.is_empty());
+}
+
+// --- exact commands for single events on one participant --------------------------------------
+
+fn participant_with_binding(limits: Limits) -> (NodeCore, MemLedger, PersonId, PersonId, BindingId) {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING]);
+    let grantor = adult(BEIJING, 2);
+    let grantee = adult(CHONGQING, 1);
+    cluster.open(BEIJING, grantor, Scheme::Employee, yuan(100));
+    cluster.open(CHONGQING, grantee, Scheme::Resident, Money::ZERO);
+    let binding = cluster.bind(BEIJING, grantor, grantee, limits);
+    let (node, ledger) = cluster.nodes.remove(&p(BEIJING)).unwrap();
+    (node, ledger, grantor, grantee, binding)
+}
+
+fn leg(index: u16) -> LegId {
+    LegId {
+        coordinator: p(CHONGQING),
+        scope: LegScope::Pay {
+            settlement: SettlementId::new("S-x").unwrap(),
+            attempt: 1,
+        },
+        index,
+    }
+}
+
+fn prepare(grantor: PersonId, grantee: PersonId, binding: BindingId, amount: Money) -> Prepare {
+    Prepare {
+        leg: leg(0),
+        account: grantor,
+        binding: Some(binding),
+        patient: grantee,
+        amount_max: amount,
+        hold_timeout_ms: 10_000,
+    }
+}
+
+fn from_chongqing(message: PeerMessage) -> Input {
+    Input::Peer {
+        from: p(CHONGQING),
+        message,
+    }
+}
+
+#[test]
+fn prepare_emits_exactly_the_hold_the_vote_and_the_deadline_timer() {
+    let (mut node, mut ledger, grantor, grantee, binding) = participant_with_binding(Limits::default());
+    let now = Now::new(5_000, WALL_MS);
+    let effects = node
+        .handle(
+            &ledger,
+            from_chongqing(PeerMessage::Prepare(prepare(grantor, grantee, binding, yuan(30)))),
+            now,
+        )
+        .unwrap();
+    assert_eq!(effects.writes.len(), 4);
+    assert!(matches!(&effects.writes[0], Write::Binding(b) if b.usage_in_month == yuan(30)));
+    assert!(matches!(&effects.writes[1], Write::Account(a) if a.held == yuan(30) && a.balance == yuan(100)));
+    assert!(
+        matches!(&effects.writes[2], Write::Fence { expected: None, new: Fence::Prepared(h), .. } if h.amount == yuan(30))
+    );
+    assert_eq!(
+        effects.writes[3],
+        Write::LiveHold {
+            leg: leg(0),
+            live: true
+        }
+    );
+    assert_eq!(
+        effects.sends,
+        vec![(
+            p(CHONGQING),
+            PeerMessage::Vote {
+                leg: leg(0),
+                vote: Vote::Yes {
+                    held: yuan(30),
+                    available_before: yuan(100)
+                }
+            }
+        )]
+    );
+    assert_eq!(effects.timers.len(), 1);
+    assert_eq!(
+        effects.timers[0].at_mono_ms, 15_000,
+        "deadline measured from this node's receipt"
+    );
+    assert!(effects.replies.is_empty());
+    ledger.apply(&effects.writes).unwrap();
+    // Duplicate prepare: the same vote, nothing written.
+    let again = node
+        .handle(
+            &ledger,
+            from_chongqing(PeerMessage::Prepare(prepare(grantor, grantee, binding, yuan(30)))),
+            now,
+        )
+        .unwrap();
+    assert!(again.writes.is_empty());
+    assert_eq!(again.sends, effects.sends);
+    // Commit less than held: debit 20, release the rest, journal once.
+    let commit = node
+        .handle(
+            &ledger,
+            from_chongqing(PeerMessage::Commit {
+                leg: leg(0),
+                amount: yuan(20),
+            }),
+            now,
+        )
+        .unwrap();
+    ledger.apply(&commit.writes).unwrap();
+    let account = &ledger.tables().accounts[&grantor];
+    assert_eq!((account.balance, account.held), (yuan(80), Money::ZERO));
+    assert_eq!(ledger.tables().bindings[&binding].usage_in_month, yuan(20));
+    assert_eq!(
+        commit.sends,
+        vec![(
+            p(CHONGQING),
+            PeerMessage::Ack {
+                leg: leg(0),
+                outcome: LegOutcome::Committed { amount: yuan(20) }
+            }
+        )]
+    );
+    // Duplicate commit and a stray abort: no writes, the same truthful answer.
+    let dup = node
+        .handle(
+            &ledger,
+            from_chongqing(PeerMessage::Commit {
+                leg: leg(0),
+                amount: yuan(20),
+            }),
+            now,
+        )
+        .unwrap();
+    assert!(dup.writes.is_empty());
+    assert_eq!(dup.sends, commit.sends);
+    let stray = node
+        .handle(&ledger, from_chongqing(PeerMessage::Abort { leg: leg(0) }), now)
+        .unwrap();
+    assert!(stray.writes.is_empty());
+    assert!(stray.notes.iter().any(|n| matches!(n, Note::ProtocolViolation { .. })));
+    assert_eq!(
+        ledger
+            .tables()
+            .journal
+            .iter()
+            .filter(|(_, e)| e.kind == JournalKind::Debit)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn abort_before_prepare_leaves_a_fence_that_refuses_the_late_prepare() {
+    let (mut node, mut ledger, grantor, grantee, binding) = participant_with_binding(Limits::default());
+    let now = Now::new(5_000, WALL_MS);
+    let abort = node
+        .handle(&ledger, from_chongqing(PeerMessage::Abort { leg: leg(0) }), now)
+        .unwrap();
+    assert_eq!(
+        abort.writes,
+        vec![Write::Fence {
+            leg: leg(0),
+            expected: None,
+            new: Fence::Aborted { refusal: None }
+        }]
+    );
+    assert_eq!(
+        abort.sends,
+        vec![(
+            p(CHONGQING),
+            PeerMessage::Ack {
+                leg: leg(0),
+                outcome: LegOutcome::Aborted
+            }
+        )]
+    );
+    ledger.apply(&abort.writes).unwrap();
+    let late = node
+        .handle(
+            &ledger,
+            from_chongqing(PeerMessage::Prepare(prepare(grantor, grantee, binding, yuan(30)))),
+            now,
+        )
+        .unwrap();
+    assert!(late.writes.is_empty());
+    assert_eq!(
+        late.sends,
+        vec![(
+            p(CHONGQING),
+            PeerMessage::Vote {
+                leg: leg(0),
+                vote: Vote::No {
+                    reason: Refusal::AlreadyAborted
+                }
+            }
+        )]
+    );
+    // A commit of the aborted leg is a violation and changes nothing.
+    let bad = node
+        .handle(
+            &ledger,
+            from_chongqing(PeerMessage::Commit {
+                leg: leg(0),
+                amount: yuan(1),
+            }),
+            now,
+        )
+        .unwrap();
+    assert!(bad.writes.is_empty());
+    assert!(bad.notes.iter().any(|n| matches!(n, Note::ProtocolViolation { .. })));
+}
+
+#[test]
+fn prepares_are_refused_for_foreign_coordinators_limits_and_frozen_accounts() {
+    let (mut node, mut ledger, grantor, grantee, binding) = participant_with_binding(Limits {
+        per_settlement: Some(yuan(10)),
+        monthly: Some(yuan(15)),
+    });
+    let now = Now::new(5_000, WALL_MS);
+    // Sichuan may not prepare a leg that names Chongqing as its coordinator, nor coordinate
+    // for a Chongqing grantee.
+    let foreign = node
+        .handle(
+            &ledger,
+            Input::Peer {
+                from: p(SICHUAN),
+                message: PeerMessage::Prepare(prepare(grantor, grantee, binding, yuan(5))),
+            },
+            now,
+        )
+        .unwrap();
+    assert!(foreign.writes.is_empty());
+    assert!(matches!(
+        foreign.sends[0].1,
+        PeerMessage::Vote {
+            vote: Vote::No {
+                reason: Refusal::NotAuthorized
+            },
+            ..
+        }
+    ));
+    // Limits: per settlement 10, then the month has 5 left.
+    let first = node
+        .handle(
+            &ledger,
+            from_chongqing(PeerMessage::Prepare(prepare(grantor, grantee, binding, yuan(50)))),
+            now,
+        )
+        .unwrap();
+    assert!(matches!(first.sends[0].1, PeerMessage::Vote { vote: Vote::Yes { held, .. }, .. } if held == yuan(10)));
+    ledger.apply(&first.writes).unwrap();
+    let mut second = prepare(grantor, grantee, binding, yuan(50));
+    second.leg = leg(1);
+    let effects = node
+        .handle(&ledger, from_chongqing(PeerMessage::Prepare(second.clone())), now)
+        .unwrap();
+    assert!(matches!(effects.sends[0].1, PeerMessage::Vote { vote: Vote::Yes { held, .. }, .. } if held == yuan(5)));
+    ledger.apply(&effects.writes).unwrap();
+    let mut third = second.clone();
+    third.leg = leg(2);
+    let effects = node
+        .handle(&ledger, from_chongqing(PeerMessage::Prepare(third)), now)
+        .unwrap();
+    assert!(matches!(
+        effects.sends[0].1,
+        PeerMessage::Vote {
+            vote: Vote::No {
+                reason: Refusal::LimitReached
+            },
+            ..
+        }
+    ));
+    // Freeze: the next prepare is refused, whoever asks.
+    let freeze = node
+        .handle(
+            &ledger,
+            Input::Client {
+                reply_to: 1,
+                request: ClientRequest::Freeze {
+                    person: grantor,
+                    reason: "lost".into(),
+                },
+            },
+            now,
+        )
+        .unwrap();
+    ledger.apply(&freeze.writes).unwrap();
+    let mut fourth = second;
+    fourth.leg = leg(3);
+    let effects = node
+        .handle(&ledger, from_chongqing(PeerMessage::Prepare(fourth)), now)
+        .unwrap();
+    assert!(matches!(
+        effects.sends[0].1,
+        PeerMessage::Vote {
+            vote: Vote::No {
+                reason: Refusal::AccountFrozen
+            },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn unknown_settlement_queries_are_answered_abort() {
+    let mut node = NodeCore::new(p(CHONGQING), Policy::default(), ProtocolConfig::default(), 3);
+    let ledger = MemLedger::new();
+    let effects = node
+        .handle(
+            &ledger,
+            Input::Peer {
+                from: p(BEIJING),
+                message: PeerMessage::Query { leg: leg(7) },
+            },
+            Now::new(1, WALL_MS),
+        )
+        .unwrap();
+    assert!(effects.writes.is_empty());
+    assert_eq!(effects.sends, vec![(p(BEIJING), PeerMessage::Abort { leg: leg(7) })]);
+}
+
+#[test]
+fn settle_sends_prepares_in_parallel_and_arms_the_vote_deadline() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let now = cluster.now();
+    let (node, ledger) = cluster.nodes.get_mut(&p(CHONGQING)).unwrap();
+    let request = ClientRequest::Settle(settle_request("S-cmd", f.grandmother, yuan(500)));
+    let effects = node
+        .handle(ledger, Input::Client { reply_to: 9, request }, now)
+        .unwrap();
+    assert!(
+        effects.writes.is_empty(),
+        "presumed abort: nothing is written before the decision"
+    );
+    assert!(effects.replies.is_empty());
+    let targets: Vec<(Province, Money)> = effects
+        .sends
+        .iter()
+        .map(|(to, m)| match m {
+            PeerMessage::Prepare(prepare) => (*to, prepare.amount_max),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        vec![
+            (p(CHONGQING), yuan(500)),
+            (p(BEIJING), yuan(450)),
+            (p(SICHUAN), yuan(450))
+        ]
+    );
+    assert_eq!(effects.timers.len(), 1);
+    assert_eq!(effects.timers[0].at_mono_ms, now.mono_ms + 2_000);
+    let _ = f.son;
+    let _ = f.daughter_binding;
+}
