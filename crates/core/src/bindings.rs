@@ -417,7 +417,7 @@ impl Bindings {
                     },
                     None => continue,
                 },
-                OutboxKey::Settlement(_) | OutboxKey::Refund(_) => continue,
+                OutboxKey::Settlement(_) | OutboxKey::Refund { .. } => continue,
             };
             let Some(binding) = view.binding(&id).map_err(storage)? else {
                 continue;

@@ -757,7 +757,10 @@ impl Coordinator {
         }
         let key = match &leg.scope {
             LegScope::Pay { settlement, .. } => OutboxKey::Settlement(settlement.clone()),
-            LegScope::Refund { refund } => OutboxKey::Refund(refund.clone()),
+            LegScope::Refund { settlement, refund } => OutboxKey::Refund {
+                settlement: settlement.clone(),
+                refund: refund.clone(),
+            },
         };
         let ack = AckKey::Leg(leg.clone());
         if let Some(pending) = self.deliveries.pending(&key, &ack) {
@@ -825,7 +828,10 @@ impl Coordinator {
                 }
             }
             Ok(Some((record, settlement))) => {
-                let key = OutboxKey::Refund(request.refund.clone());
+                let key = OutboxKey::Refund {
+                    settlement: request.settlement.clone(),
+                    refund: request.refund.clone(),
+                };
                 let pending: Vec<Pending> = record
                     .receipt
                     .parts
@@ -954,6 +960,7 @@ impl Coordinator {
                 leg: LegId {
                     coordinator: self.province,
                     scope: LegScope::Refund {
+                        settlement: request.settlement.clone(),
                         refund: request.refund.clone(),
                     },
                     index,
@@ -1013,7 +1020,7 @@ impl Coordinator {
                         return Err(HandlerError::Invariant(format!("outbox names unknown settlement {id}")));
                     }
                 },
-                OutboxKey::Refund(id) => match view.refund(id).map_err(storage)? {
+                OutboxKey::Refund { refund: id, .. } => match view.refund(id).map_err(storage)? {
                     Some(record) => record
                         .receipt
                         .parts

@@ -175,8 +175,9 @@ pub enum LegScope {
     /// A deduction leg of a settlement. `attempt` is the coordinator's incarnation when the leg
     /// was created, so a settlement retried after a coordinator restart never reuses a leg id.
     Pay { settlement: SettlementId, attempt: u32 },
-    /// A credit-back leg of a refund.
-    Refund { refund: RefundId },
+    /// A credit-back leg of a refund of `settlement` (named so that every message about a
+    /// settlement, refunds included, can be routed by its settlement id).
+    Refund { settlement: SettlementId, refund: RefundId },
 }
 
 /// One leg of a cross-account operation: globally unique because the coordinating province is
@@ -189,10 +190,10 @@ pub struct LegId {
 }
 
 impl LegId {
-    pub fn settlement(&self) -> Option<&SettlementId> {
+    /// The settlement this leg pays or refunds.
+    pub fn settlement(&self) -> &SettlementId {
         match &self.scope {
-            LegScope::Pay { settlement, .. } => Some(settlement),
-            LegScope::Refund { .. } => None,
+            LegScope::Pay { settlement, .. } | LegScope::Refund { settlement, .. } => settlement,
         }
     }
 }
@@ -203,8 +204,12 @@ impl fmt::Display for LegId {
             LegScope::Pay { settlement, attempt } => {
                 write!(f, "{}/pay/{}/{}/{}", self.coordinator, settlement, attempt, self.index)
             }
-            LegScope::Refund { refund } => {
-                write!(f, "{}/refund/{}/{}", self.coordinator, refund, self.index)
+            LegScope::Refund { settlement, refund } => {
+                write!(
+                    f,
+                    "{}/refund/{}/{}/{}",
+                    self.coordinator, settlement, refund, self.index
+                )
             }
         }
     }

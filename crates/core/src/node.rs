@@ -66,7 +66,7 @@ pub fn route(input: &Input) -> Part {
         Input::Timer(kind) => match kind {
             TimerKind::HoldDeadline(_) => Part::Participant,
             TimerKind::VoteDeadline { .. } => Part::Coordinator,
-            TimerKind::Resend(OutboxKey::Settlement(_) | OutboxKey::Refund(_)) => Part::Coordinator,
+            TimerKind::Resend(OutboxKey::Settlement(_) | OutboxKey::Refund { .. }) => Part::Coordinator,
             TimerKind::Resend(OutboxKey::Registration(_) | OutboxKey::Revocation(_)) | TimerKind::BindWait(_) => {
                 Part::Bindings
             }

@@ -338,7 +338,7 @@ impl Participant<'_> {
                         account: Some(hold.account),
                         leg: Some(leg.clone()),
                         binding: hold.binding,
-                        settlement: leg.settlement().cloned(),
+                        settlement: Some(leg.settlement().clone()),
                         counterparty: Some(from),
                         reference: None,
                     }));
@@ -585,7 +585,7 @@ impl Participant<'_> {
             account: Some(account),
             leg: Some(leg.clone()),
             binding,
-            settlement: original.settlement().cloned(),
+            settlement: Some(original.settlement().clone()),
             counterparty: Some(from),
             reference: None,
         }));

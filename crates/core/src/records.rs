@@ -162,7 +162,7 @@ pub struct RefundRecord {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum OutboxKey {
     Settlement(SettlementId),
-    Refund(RefundId),
+    Refund { settlement: SettlementId, refund: RefundId },
     Registration(BindingId),
     Revocation(BindingId),
 }
