@@ -1,2 +1,56 @@
-//! The `exchange` binary.
-fn main() {}
+//! The `exchange` binary: one binary for every role, with subcommands (as `cockroach` ships).
+//!
+//! Exit codes: 0 success; 1 a check failed (an invariant violation, a reconciliation
+//! mismatch); 2 bad input (arguments, configuration, refused request).
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "exchange", version, about = "Cross-province family mutual-aid exchange (家庭共济跨省结算)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a demonstration: a multi-province cluster paying a family's bills across provinces.
+    Demo(cmd::demo::DemoArgs),
+}
+
+/// How a subcommand ended, for the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input: a clear message, exit code 2.
+    Input(anyhow::Error),
+    /// A check failed (violation, mismatch): exit code 1.
+    Check(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure::Input(error)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Check(error)) => {
+            eprintln!("check failed: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
