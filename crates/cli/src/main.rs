@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "exchange", version, about = "Cross-province family mutual-aid exchange (家庭共济跨省结算)")]
+#[command(
+    name = "exchange",
+    version,
+    about = "Cross-province family mutual-aid exchange (家庭共济跨省结算)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -40,22 +40,53 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let son = grantor(110000, 1, 300, false)?;
     let daughter = grantor(510000, 2, 800, false)?;
     let cases = [
-        ("own account covers the bill", Money::from_yuan(40)?, Some(120), vec![son.clone(), daughter.clone()]),
-        ("son then daughter pay", Money::from_yuan(700)?, Some(120), vec![son.clone(), daughter.clone()]),
-        ("son's card is lost: daughter pays", Money::from_yuan(500)?, Some(0), vec![grantor(110000, 1, 300, true)?, daughter.clone()]),
-        ("resident patient, family short: cash", Money::from_yuan(1500)?, None, vec![son, daughter]),
+        (
+            "own account covers the bill",
+            Money::from_yuan(40)?,
+            Some(120),
+            vec![son.clone(), daughter.clone()],
+        ),
+        (
+            "son then daughter pay",
+            Money::from_yuan(700)?,
+            Some(120),
+            vec![son.clone(), daughter.clone()],
+        ),
+        (
+            "son's card is lost: daughter pays",
+            Money::from_yuan(500)?,
+            Some(0),
+            vec![grantor(110000, 1, 300, true)?, daughter.clone()],
+        ),
+        (
+            "resident patient, family short: cash",
+            Money::from_yuan(1500)?,
+            None,
+            vec![son, daughter],
+        ),
     ];
     let mut plans = Vec::new();
     for (title, self_pay, own_yuan, candidates) in cases {
         let own = match own_yuan {
-            Some(yuan) => Some(OwnAccount { available: Money::from_yuan(yuan)?, refusal: None }),
+            Some(yuan) => Some(OwnAccount {
+                available: Money::from_yuan(yuan)?,
+                refusal: None,
+            }),
             None => None,
         };
-        let input = PlanInput { self_pay, own, candidates, order: GrantorOrder::BindingOrder };
+        let input = PlanInput {
+            self_pay,
+            own,
+            candidates,
+            order: GrantorOrder::BindingOrder,
+        };
         plans.push((title, plan(&input).map_err(anyhow::Error::from)?));
     }
     if args.json {
-        let value: Vec<_> = plans.iter().map(|(title, p)| serde_json::json!({ "case": title, "plan": p })).collect();
+        let value: Vec<_> = plans
+            .iter()
+            .map(|(title, p)| serde_json::json!({ "case": title, "plan": p }))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&value).map_err(anyhow::Error::from)?);
         return Ok(());
     }
@@ -64,10 +95,20 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         println!("\n{title}:");
         println!("  own account  {:>10}", p.own.to_string());
         for leg in &p.legs {
-            println!("  {} ({}) {:>10}", leg.grantor, leg.province.name(), leg.amount.to_string());
+            println!(
+                "  {} ({}) {:>10}",
+                leg.grantor,
+                leg.province.name(),
+                leg.amount.to_string()
+            );
         }
         for skipped in &p.not_paying {
-            println!("  {} ({}) pays nothing: {}", skipped.grantor, skipped.province.name(), skipped.reason);
+            println!(
+                "  {} ({}) pays nothing: {}",
+                skipped.grantor,
+                skipped.province.name(),
+                skipped.reason
+            );
         }
         println!("  cash         {:>10}", p.cash.to_string());
     }
