@@ -36,6 +36,10 @@ fn grantor(code: u32, serial: u64, available_yuan: u64, frozen: bool) -> anyhow:
 }
 
 pub fn run(args: DemoArgs) -> Result<(), Failure> {
+    Ok(demonstrate(args)?)
+}
+
+fn demonstrate(args: DemoArgs) -> anyhow::Result<()> {
     // A Chongqing grandmother; her son in Beijing and her daughter in Sichuan pay for her.
     let son = grantor(110000, 1, 300, false)?;
     let daughter = grantor(510000, 2, 800, false)?;
@@ -80,14 +84,14 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
             candidates,
             order: GrantorOrder::BindingOrder,
         };
-        plans.push((title, plan(&input).map_err(anyhow::Error::from)?));
+        plans.push((title, plan(&input)?));
     }
     if args.json {
         let value: Vec<_> = plans
             .iter()
             .map(|(title, p)| serde_json::json!({ "case": title, "plan": p }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&value).map_err(anyhow::Error::from)?);
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!("In-process demonstration of the deduction planner (the multi-process cluster demo is not built yet).");
