@@ -322,13 +322,13 @@ impl Coordinator {
                     attempt: self.incarnation,
                 },
                 index: inflight.next_index,
+                account,
             };
             inflight.next_index = inflight.next_index.saturating_add(1);
             effects.send(
                 province,
                 PeerMessage::Prepare(Prepare {
                     leg: leg.clone(),
-                    account,
                     binding,
                     patient: inflight.request.patient,
                     amount_max: requested,
@@ -842,7 +842,6 @@ impl Coordinator {
                         message: PeerMessage::Credit {
                             leg: part.leg.clone(),
                             original: part.original_leg.clone(),
-                            account: part.account,
                             amount: part.amount,
                         },
                     })
@@ -964,6 +963,7 @@ impl Coordinator {
                         refund: request.refund.clone(),
                     },
                     index,
+                    account: leg.account,
                 },
                 original_leg: leg.leg.clone(),
                 province: leg.province,
@@ -1031,7 +1031,6 @@ impl Coordinator {
                             message: PeerMessage::Credit {
                                 leg: part.leg.clone(),
                                 original: part.original_leg.clone(),
-                                account: part.account,
                                 amount: part.amount,
                             },
                         })

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::person::PersonId;
 use crate::region::Province;
 
 /// Longest caller-chosen id accepted, in bytes (the national `setl_id` is 30 characters).
@@ -181,12 +182,15 @@ pub enum LegScope {
 }
 
 /// One leg of a cross-account operation: globally unique because the coordinating province is
-/// part of it (two provinces' hospitals may choose the same settlement id).
+/// part of it (two provinces' hospitals may choose the same settlement id). The account the leg
+/// draws on or credits is part of the id: a participant routes every message of a leg to the
+/// owner of that account, and a fence can only ever concern that one account.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LegId {
     pub coordinator: Province,
     pub scope: LegScope,
     pub index: u16,
+    pub account: PersonId,
 }
 
 impl LegId {
@@ -202,7 +206,11 @@ impl fmt::Display for LegId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.scope {
             LegScope::Pay { settlement, attempt } => {
-                write!(f, "{}/pay/{}/{}/{}", self.coordinator, settlement, attempt, self.index)
+                write!(
+                    f,
+                    "{}/pay/{}/{}/{}/{}",
+                    self.coordinator, settlement, attempt, self.index, self.account
+                )
             }
             LegScope::Refund { settlement, refund } => {
                 write!(

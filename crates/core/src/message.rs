@@ -12,9 +12,9 @@ use crate::records::{Receipt, RefundReceipt, RefundRequest, SettleRequest};
 /// Ask the account's node to hold up to `amount_max` for a leg.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Prepare {
+    /// The leg; its `account` is the account to hold on: the patient's own (no binding) or a
+    /// grantor's.
     pub leg: LegId,
-    /// The account to hold on: the patient's own (no binding) or a grantor's.
-    pub account: PersonId,
     pub binding: Option<BindingId>,
     pub patient: PersonId,
     pub amount_max: Money,
@@ -95,7 +95,6 @@ pub enum PeerMessage {
     Credit {
         leg: LegId,
         original: LegId,
-        account: PersonId,
         amount: Money,
     },
     Ack {

@@ -170,12 +170,9 @@ impl NodeCore {
             PeerMessage::Prepare(prepare) => participant.on_prepare(view, from, &prepare, now),
             PeerMessage::Commit { leg, amount } => participant.on_commit(view, from, &leg, amount, now),
             PeerMessage::Abort { leg } => participant.on_abort(view, from, &leg, now),
-            PeerMessage::Credit {
-                leg,
-                original,
-                account,
-                amount,
-            } => participant.on_credit(view, from, &leg, &original, &account, amount, now),
+            PeerMessage::Credit { leg, original, amount } => {
+                participant.on_credit(view, from, &leg, &original, amount, now)
+            }
             PeerMessage::Vote { leg, vote } => self.coordinator.on_vote(view, from, &leg, vote, now),
             PeerMessage::Ack { leg, outcome } => self.coordinator.on_ack(view, from, &leg, outcome, now),
             PeerMessage::Query { leg } => self.coordinator.on_query(view, from, &leg, now),

@@ -57,13 +57,13 @@ impl Participant<'_> {
         prepare: &Prepare,
         now: Now,
     ) -> Result<Result<Checked, Refusal>, HandlerError<V::Error>> {
-        let Some(account) = view.account(&prepare.account).map_err(storage)? else {
+        let Some(account) = view.account(&prepare.leg.account).map_err(storage)? else {
             return Ok(Err(Refusal::UnknownAccount));
         };
         let binding = match prepare.binding {
             None => {
                 // The own account may be drawn only by this province's coordinator, for its owner.
-                if from != self.province || prepare.account != prepare.patient {
+                if from != self.province || prepare.leg.account != prepare.patient {
                     return Ok(Err(Refusal::NotAuthorized));
                 }
                 None
@@ -72,7 +72,7 @@ impl Participant<'_> {
                 let Some(binding) = view.binding(&id).map_err(storage)? else {
                     return Ok(Err(Refusal::UnknownBinding));
                 };
-                if binding.grantor != prepare.account || binding.grantee != prepare.patient {
+                if binding.grantor != prepare.leg.account || binding.grantee != prepare.patient {
                     return Ok(Err(Refusal::GranteeMismatch));
                 }
                 // A peer coordinates only for bindings whose grantee is in its own province.
@@ -504,7 +504,6 @@ impl Participant<'_> {
         from: Province,
         leg: &LegId,
         original: &LegId,
-        account_id: &PersonId,
         amount: Money,
         now: Now,
     ) -> Outcome<V> {
@@ -553,7 +552,7 @@ impl Participant<'_> {
             return Ok(effects);
         };
         let refunded_after = refunded.checked_add(amount)?;
-        if account != *account_id || refunded_after > paid || amount.is_zero() {
+        if account != leg.account || original.account != leg.account || refunded_after > paid || amount.is_zero() {
             effects.notes.push(Note::ProtocolViolation {
                 from,
                 detail: format!("credit of {amount} along {original} exceeds the {paid} paid (refunded {refunded})"),

@@ -419,6 +419,7 @@ fn vote_timeout_aborts_the_missing_leg_and_cash_pays() {
             attempt: 1,
         },
         index: 2,
+        account: f.daughter,
     };
     assert_eq!(
         cluster.ledger(SICHUAN).tables().fences.get(&leg),
@@ -427,7 +428,6 @@ fn vote_timeout_aborts_the_missing_leg_and_cash_pays() {
     // The late prepare (hanging) is refused by the fence and holds nothing.
     let late = Prepare {
         leg,
-        account: f.daughter,
         binding: Some(f.daughter_binding),
         patient: f.grandmother,
         amount_max: yuan(1950),
@@ -577,13 +577,18 @@ fn refunds_credit_back_grantors_first_exactly_once_and_never_exceed_what_was_pai
 
 fn participant_with_binding(limits: Limits) -> (NodeCore, MemLedger, PersonId, PersonId, BindingId) {
     let mut cluster = Cluster::new(&[BEIJING, CHONGQING]);
-    let grantor = adult(BEIJING, 2);
+    let grantor = grantor_id();
     let grantee = adult(CHONGQING, 1);
     cluster.open(BEIJING, grantor, Scheme::Employee, yuan(100));
     cluster.open(CHONGQING, grantee, Scheme::Resident, Money::ZERO);
     let binding = cluster.bind(BEIJING, grantor, grantee, limits);
     let (node, ledger) = cluster.nodes.remove(&p(BEIJING)).unwrap();
     (node, ledger, grantor, grantee, binding)
+}
+
+/// The grantor of `participant_with_binding`.
+fn grantor_id() -> PersonId {
+    adult(BEIJING, 2)
 }
 
 fn leg(index: u16) -> LegId {
@@ -594,13 +599,14 @@ fn leg(index: u16) -> LegId {
             attempt: 1,
         },
         index,
+        account: grantor_id(),
     }
 }
 
 fn prepare(grantor: PersonId, grantee: PersonId, binding: BindingId, amount: Money) -> Prepare {
+    assert_eq!(grantor, grantor_id());
     Prepare {
         leg: leg(0),
-        account: grantor,
         binding: Some(binding),
         patient: grantee,
         amount_max: amount,
