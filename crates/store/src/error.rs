@@ -1,0 +1,36 @@
+//! `StoreError`: the one error type at the store's boundary.
+
+use exchange_core::ids::LegId;
+
+/// Why a store operation failed. Nothing here is a business "no" except `FenceConflict`,
+/// which means the core lost a race and must re-read before deciding again.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A transaction could not run for a reason other than sled storage or our own aborts.
+    #[error("transaction failed: {0}")]
+    Transaction(String),
+    /// Bytes on disk do not decode: never a panic, always this.
+    #[error("corrupt data in tree {tree}: {detail}")]
+    Corrupt { tree: &'static str, detail: String },
+    /// A value could not be encoded (should not happen with the core's types).
+    #[error("could not encode {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+    /// A `Write::Fence` compare-and-set found another value: the whole write set was rejected.
+    #[error("fence of leg {leg} changed under us; the write set was not applied")]
+    FenceConflict { leg: LegId },
+    /// A flush failed. Sticky: once set, every later flush, durability wait and apply fails
+    /// too, so the node stops acknowledging anything.
+    #[error("flush failed, the store acknowledges nothing more: {0}")]
+    Flush(String),
+    /// A key, value, name or write set exceeds its `*_MAX` limit.
+    #[error("{what} is {len} long; at most {max} allowed")]
+    TooLarge { what: &'static str, len: usize, max: usize },
+    /// A meta counter name is empty.
+    #[error("meta counter name is empty")]
+    EmptyName,
+    /// `durable` was asked about a ticket no apply has returned yet.
+    #[error("ticket {ticket} was never issued (last applied ticket is {applied})")]
+    TicketNotApplied { ticket: u64, applied: u64 },
+}

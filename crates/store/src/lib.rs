@@ -1,0 +1,46 @@
+//! Durable state of one province node on sled: atomic write sets, fences by compare-and-set,
+//! a gap-free journal, and grouped flushes that acknowledge nothing before it is on disk.
+//!
+//! The core decides; this crate only stores. A handler's [`exchange_core::ledger::Write`] list
+//! goes through [`Store::apply`] as one sled multi-tree transaction, and the reply that depends
+//! on it waits for [`Store::durable`] (or [`Store::flush_blocking`]) before it leaves the node.
+//!
+//! Architecture invariant: every write goes through one writer lock (`apply`, meta counters,
+//! incarnation), so journal sequence numbers and durability tickets follow apply order.
+//! Architecture invariant: exactly one thread calls `sled::Db::flush` at a time, and no code
+//! here calls `flush_async` (it deadlocks under concurrency in sled 0.34.7).
+//! Deliberately absent: range scans over domain keys (only the journal is scanned in order),
+//! caches above sled's own page cache, and any background compaction of our own.
+
+// Data on disk must never be able to panic the node.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod bench;
+mod codec;
+mod durability;
+mod error;
+mod store;
+
+pub use bench::{BatchedWrites, bench_batched_writes};
+pub use durability::StoreStats;
+pub use error::StoreError;
+pub use store::{Applied, Store, StoreConfig};
+
+/// Default page-cache size: bounded so memory does not grow with the number of accounts
+/// (sled's own default is 1 GiB).
+pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Largest encoded value accepted; a settlement record with a full family is a few KiB.
+pub const VALUE_BYTES_MAX: usize = 256 * 1024;
+/// Largest encoded key accepted; keys sit whole in sled's index nodes, so keep them small.
+pub const KEY_BYTES_MAX: usize = 512;
+/// Most writes in one write set; a handler's set is a few dozen at most.
+pub const WRITE_SET_LEN_MAX: usize = 4096;
+/// Most journal entries returned by one `journal_from` page.
+pub const JOURNAL_PAGE_LEN_MAX: usize = 10_000;
+/// Longest name of a meta counter, in bytes.
+pub const META_NAME_BYTES_MAX: usize = 64;
+/// Longest wait at open for the database's file lock, held briefly by sled's I/O threads
+/// after a store in this process was dropped.
+pub const OPEN_LOCK_WAIT_MS_MAX: u64 = 2_000;
+/// Pause between attempts to take the file lock.
+pub const OPEN_LOCK_RETRY_MS: u64 = 10;

@@ -1,0 +1,489 @@
+//! Integration tests of the store: round trips, fences, journal, recovery scans, reopen,
+//! incarnation, meta counters and corruption.
+
+mod common;
+
+use common::*;
+use exchange_core::ledger::{LedgerView, Write};
+use exchange_store::{StoreError, WRITE_SET_LEN_MAX};
+
+#[test]
+fn every_record_kind_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let writes = vec![
+        Write::Account(account(1, 10_000)),
+        Write::Account(account(7, 14)),
+        Write::Binding(binding(1, 0)),
+        Write::Binding(binding(2, 3)),
+        Write::BindingCopy(binding(3, 1)),
+        Write::BindingCopy(binding(4, 2)),
+        Write::GrantorIndex {
+            person: person(1),
+            bindings: vec![binding_id(1), binding_id(2)],
+        },
+        Write::GranteeIndex {
+            person: person(101),
+            bindings: vec![binding_id(3)],
+        },
+        Write::Fence {
+            leg: leg(0),
+            expected: None,
+            new: fence(0),
+        },
+        Write::Fence {
+            leg: leg(1),
+            expected: None,
+            new: fence(1),
+        },
+        Write::Fence {
+            leg: leg(2),
+            expected: None,
+            new: fence(2),
+        },
+        Write::Fence {
+            leg: leg(3),
+            expected: None,
+            new: fence(3),
+        },
+        Write::Fence {
+            leg: leg(4),
+            expected: None,
+            new: fence(4),
+        },
+        Write::LiveHold {
+            leg: leg(0),
+            live: true,
+        },
+        Write::Settlement(settlement_record(1, 0)),
+        Write::Refund(refund_record(1)),
+        Write::Refund(refund_record(2)),
+        Write::Outbox {
+            key: outbox_key(0),
+            live: true,
+        },
+        Write::Outbox {
+            key: outbox_key(1),
+            live: true,
+        },
+        Write::Outbox {
+            key: outbox_key(2),
+            live: true,
+        },
+        Write::Outbox {
+            key: outbox_key(3),
+            live: true,
+        },
+        Write::Credit(credit_record(1, 500)),
+        Write::BindingSerial(42),
+        Write::Journal(journal_entry(0)),
+        Write::Journal(journal_entry(1)),
+    ];
+    let applied = store.apply(&writes).unwrap();
+    assert_eq!(applied.journal_seqs, vec![1, 2]);
+    assert_eq!(applied.ticket, 1);
+
+    let check = |store: &exchange_store::Store| {
+        assert_eq!(store.account(&person(1)).unwrap(), Some(account(1, 10_000)));
+        assert_eq!(store.account(&person(7)).unwrap(), Some(account(7, 14)));
+        assert_eq!(store.account(&person(9)).unwrap(), None);
+        assert_eq!(store.binding(&binding_id(1)).unwrap(), Some(binding(1, 0)));
+        assert_eq!(store.binding(&binding_id(2)).unwrap(), Some(binding(2, 3)));
+        assert_eq!(store.binding(&binding_id(3)).unwrap(), None);
+        assert_eq!(store.binding_copy(&binding_id(3)).unwrap(), Some(binding(3, 1)));
+        assert_eq!(store.binding_copy(&binding_id(4)).unwrap(), Some(binding(4, 2)));
+        assert_eq!(
+            store.bindings_of_grantor(&person(1)).unwrap(),
+            vec![binding_id(1), binding_id(2)]
+        );
+        assert_eq!(store.bindings_of_grantor(&person(2)).unwrap(), vec![]);
+        assert_eq!(store.bindings_of_grantee(&person(101)).unwrap(), vec![binding_id(3)]);
+        for variant in 0..5u8 {
+            assert_eq!(store.fence(&leg(u64::from(variant))).unwrap(), Some(fence(variant)));
+        }
+        assert_eq!(store.fence(&leg(5)).unwrap(), None);
+        assert_eq!(store.live_holds().unwrap(), vec![leg(0)]);
+        assert_eq!(
+            store.settlement(&settlement_id(1)).unwrap(),
+            Some(settlement_record(1, 0))
+        );
+        assert_eq!(store.settlement(&settlement_id(2)).unwrap(), None);
+        assert_eq!(store.refund(&refund_id(1)).unwrap(), Some(refund_record(1)));
+        assert_eq!(store.refund(&refund_id(2)).unwrap(), Some(refund_record(2)));
+        let mut outbox = store.outbox().unwrap();
+        outbox.sort();
+        let mut expected: Vec<_> = (0..4).map(outbox_key).collect();
+        expected.sort();
+        assert_eq!(outbox, expected);
+        assert_eq!(store.credit(&credit_id(1)).unwrap(), Some(credit_record(1, 500)));
+        assert_eq!(store.binding_serial().unwrap(), 42);
+        assert_eq!(
+            store.journal_from(0, 10).unwrap(),
+            vec![(1, journal_entry(0)), (2, journal_entry(1))]
+        );
+        assert_eq!(store.last_journal_seq().unwrap(), 2);
+        assert_eq!(store.account_count().unwrap(), 2);
+        let mut seen = Vec::new();
+        assert_eq!(store.for_each_account(|account| seen.push(account.person)).unwrap(), 2);
+        seen.sort();
+        assert_eq!(seen, vec![person(1), person(7)]);
+    };
+    check(&store);
+    store.flush_blocking().unwrap();
+    drop(store);
+    let reopened = open(dir.path());
+    check(&reopened);
+}
+
+#[test]
+fn fence_conflict_rejects_the_whole_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .apply(&[
+            Write::Account(account(1, 10_000)),
+            Write::Fence {
+                leg: leg(0),
+                expected: None,
+                new: fence(0),
+            },
+            Write::Journal(journal_entry(0)),
+        ])
+        .unwrap();
+    let before_stats = store.stats();
+    let result = store.apply(&[
+        Write::Account(account(1, 1)),
+        Write::Credit(credit_record(5, 5)),
+        Write::LiveHold {
+            leg: leg(2),
+            live: true,
+        },
+        Write::Journal(journal_entry(1)),
+        // This one holds...
+        Write::Fence {
+            leg: leg(2),
+            expected: None,
+            new: fence(2),
+        },
+        // ...this one does not: the stored fence is Prepared, not Aborted.
+        Write::Fence {
+            leg: leg(0),
+            expected: Some(fence(2)),
+            new: fence(1),
+        },
+    ]);
+    match result {
+        Err(StoreError::FenceConflict { leg: conflicted }) => assert_eq!(conflicted, leg(0)),
+        other => panic!("expected a fence conflict, got {other:?}"),
+    }
+    assert_eq!(store.account(&person(1)).unwrap(), Some(account(1, 10_000)));
+    assert_eq!(store.credit(&credit_id(5)).unwrap(), None);
+    assert_eq!(store.live_holds().unwrap(), vec![]);
+    assert_eq!(store.fence(&leg(0)).unwrap(), Some(fence(0)));
+    assert_eq!(store.fence(&leg(2)).unwrap(), None);
+    assert_eq!(store.last_journal_seq().unwrap(), 1);
+    // A rejected set takes no ticket.
+    assert_eq!(store.stats().applied_ticket, before_stats.applied_ticket);
+
+    // Expecting a fence on a leg that has none also conflicts.
+    assert!(matches!(
+        store.apply(&[Write::Fence {
+            leg: leg(3),
+            expected: Some(fence(0)),
+            new: fence(1)
+        }]),
+        Err(StoreError::FenceConflict { .. })
+    ));
+    // The right expectation succeeds, and the journal continues without a gap.
+    let applied = store
+        .apply(&[
+            Write::Fence {
+                leg: leg(0),
+                expected: Some(fence(0)),
+                new: fence(1),
+            },
+            Write::Journal(journal_entry(2)),
+        ])
+        .unwrap();
+    assert_eq!(applied.journal_seqs, vec![2]);
+    assert_eq!(store.fence(&leg(0)).unwrap(), Some(fence(1)));
+}
+
+#[test]
+fn journal_is_gap_free_and_monotonic_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected_seq = 1;
+    let mut all = Vec::new();
+    for round in 0..3u64 {
+        let store = open(dir.path());
+        assert_eq!(store.last_journal_seq().unwrap(), expected_seq - 1);
+        let mut last_ticket = 0;
+        for set in 0..5u64 {
+            let entries = (set % 3) + 1;
+            let writes: Vec<Write> = (0..entries)
+                .map(|k| Write::Journal(journal_entry(round * 100 + set * 10 + k)))
+                .chain([Write::Account(account(set, 1_000 + round))])
+                .collect();
+            let applied = store.apply(&writes).unwrap();
+            assert!(applied.ticket > last_ticket);
+            last_ticket = applied.ticket;
+            for (k, seq) in applied.journal_seqs.iter().enumerate() {
+                assert_eq!(*seq, expected_seq);
+                all.push((*seq, journal_entry(round * 100 + set * 10 + k as u64)));
+                expected_seq += 1;
+            }
+        }
+        store.flush_blocking().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.journal_from(0, usize::MAX).unwrap(), all);
+    // Paging: after a sequence number, bounded by the limit.
+    assert_eq!(store.journal_from(3, 2).unwrap(), all[3..5].to_vec());
+    assert_eq!(store.journal_from(u64::MAX, 10).unwrap(), vec![]);
+    assert_eq!(store.journal_from(expected_seq - 1, 10).unwrap(), vec![]);
+}
+
+#[test]
+fn flushed_data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for index in 0..50 {
+            store.apply(&[Write::Account(account(index, index * 10))]).unwrap();
+        }
+        store.flush_blocking().unwrap();
+        let stats = store.stats();
+        assert_eq!(stats.flushed_ticket, stats.applied_ticket);
+        assert!(stats.flushes >= 1);
+        // A second flush with nothing new is skipped.
+        store.flush_blocking().unwrap();
+        assert_eq!(store.stats().flushes, stats.flushes);
+    }
+    let store = open(dir.path());
+    assert_eq!(store.account_count().unwrap(), 50);
+    for index in 0..50 {
+        assert_eq!(store.account(&person(index)).unwrap(), Some(account(index, index * 10)));
+    }
+}
+
+#[test]
+fn live_holds_and_outbox_follow_their_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .apply(&[
+            Write::LiveHold {
+                leg: leg(0),
+                live: true,
+            },
+            Write::LiveHold {
+                leg: leg(1),
+                live: true,
+            },
+            Write::LiveHold {
+                leg: leg(2),
+                live: true,
+            },
+            Write::Outbox {
+                key: outbox_key(0),
+                live: true,
+            },
+            Write::Outbox {
+                key: outbox_key(1),
+                live: true,
+            },
+        ])
+        .unwrap();
+    store
+        .apply(&[
+            Write::LiveHold {
+                leg: leg(1),
+                live: false,
+            },
+            // Removing what is not there is fine.
+            Write::LiveHold {
+                leg: leg(9),
+                live: false,
+            },
+            Write::Outbox {
+                key: outbox_key(0),
+                live: false,
+            },
+            // Later writes in a set win.
+            Write::LiveHold {
+                leg: leg(3),
+                live: true,
+            },
+            Write::LiveHold {
+                leg: leg(3),
+                live: false,
+            },
+        ])
+        .unwrap();
+    let mut holds = store.live_holds().unwrap();
+    holds.sort();
+    let mut expected = vec![leg(0), leg(2)];
+    expected.sort();
+    assert_eq!(holds, expected);
+    assert_eq!(store.outbox().unwrap(), vec![outbox_key(1)]);
+}
+
+#[test]
+fn incarnation_grows_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    for expected in 1..=3u32 {
+        let store = open(dir.path());
+        assert_eq!(store.incarnation().unwrap(), expected - 1);
+        assert_eq!(store.bump_incarnation().unwrap(), expected);
+        assert_eq!(store.incarnation().unwrap(), expected);
+        // Written and flushed by bump_incarnation itself.
+        let stats = store.stats();
+        assert_eq!(stats.flushed_ticket, stats.applied_ticket);
+    }
+}
+
+#[test]
+fn meta_counters_are_named_and_separate() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        assert_eq!(store.meta_get("monitor_cursor").unwrap(), None);
+        let ticket = store.meta_put("monitor_cursor", 17).unwrap();
+        assert_eq!(ticket, store.applied_ticket());
+        store.meta_put("other", u64::MAX).unwrap();
+        assert_eq!(store.meta_get("monitor_cursor").unwrap(), Some(17));
+        // A counter named like an internal key cannot touch it.
+        store.meta_put("sys/binding_serial", 5).unwrap();
+        assert_eq!(store.binding_serial().unwrap(), 0);
+        assert!(matches!(store.meta_put("", 1), Err(StoreError::EmptyName)));
+        assert!(matches!(
+            store.meta_put(&"x".repeat(65), 1),
+            Err(StoreError::TooLarge { .. })
+        ));
+        store.flush_blocking().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.meta_get("monitor_cursor").unwrap(), Some(17));
+    assert_eq!(store.meta_get("other").unwrap(), Some(u64::MAX));
+}
+
+#[test]
+fn limits_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let too_many = vec![Write::BindingSerial(1); WRITE_SET_LEN_MAX + 1];
+    assert!(matches!(store.apply(&too_many), Err(StoreError::TooLarge { .. })));
+    let mut huge = account(1, 1);
+    huge.name = "x".repeat(exchange_store::VALUE_BYTES_MAX);
+    assert!(matches!(
+        store.apply(&[Write::Account(huge)]),
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert_eq!(store.applied_ticket(), 0);
+    // An empty set writes nothing and returns the last ticket.
+    assert_eq!(store.apply(&[]).unwrap().ticket, 0);
+}
+
+#[test]
+fn garbage_on_disk_is_corrupt_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .apply(&[
+                Write::Account(account(1, 100)),
+                Write::Fence {
+                    leg: leg(0),
+                    expected: None,
+                    new: fence(0),
+                },
+                Write::Settlement(settlement_record(1, 0)),
+            ])
+            .unwrap();
+        store.flush_blocking().unwrap();
+    }
+    let account_key = rmp_serde::to_vec(&person(1)).unwrap();
+    let fence_key = rmp_serde::to_vec(&leg(0)).unwrap();
+    let settlement_key = rmp_serde::to_vec(&settlement_id(1)).unwrap();
+    {
+        let db = sled::Config::new()
+            .path(dir.path())
+            .cache_capacity(1 << 20)
+            .open()
+            .unwrap();
+        db.open_tree("accounts")
+            .unwrap()
+            .insert(&account_key, &[0xc1, 0xff, 0x00][..])
+            .unwrap();
+        db.open_tree("accounts")
+            .unwrap()
+            .insert(b"junk", &[0x93, 1, 2][..])
+            .unwrap();
+        db.open_tree("fences")
+            .unwrap()
+            .insert(&fence_key, &[0xdd, 0xff, 0xff, 0xff, 0xff][..])
+            .unwrap();
+        // A valid prefix followed by trailing bytes.
+        let mut torn = rmp_serde::to_vec(&settlement_record(1, 0)).unwrap();
+        torn.extend_from_slice(b"tail");
+        db.open_tree("settlements")
+            .unwrap()
+            .insert(&settlement_key, torn)
+            .unwrap();
+        db.open_tree("live_holds")
+            .unwrap()
+            .insert(&[0xc1][..], &[][..])
+            .unwrap();
+        db.open_tree("outbox")
+            .unwrap()
+            .insert(&[0x81, 0xa1, b'X', 0xc0][..], &[][..])
+            .unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(b"sys/binding_serial", &[1, 2, 3][..])
+            .unwrap();
+        db.open_tree("journal")
+            .unwrap()
+            .insert(1u64.to_be_bytes(), &[0x92, 0x01][..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let corrupt = |result: Result<(), StoreError>| {
+        assert!(matches!(result, Err(StoreError::Corrupt { .. })), "{result:?}");
+    };
+    corrupt(store.account(&person(1)).map(drop));
+    corrupt(store.fence(&leg(0)).map(drop));
+    corrupt(store.settlement(&settlement_id(1)).map(drop));
+    corrupt(store.live_holds().map(drop));
+    corrupt(store.outbox().map(drop));
+    corrupt(store.binding_serial().map(drop));
+    corrupt(store.journal_from(0, 10).map(drop));
+    corrupt(store.for_each_account(|_| ()).map(drop));
+    // A fence compare-and-set over a corrupt fence rejects the set rather than overwriting.
+    corrupt(
+        store
+            .apply(&[Write::Fence {
+                leg: leg(0),
+                expected: None,
+                new: fence(1),
+            }])
+            .map(drop),
+    );
+}
+
+#[test]
+fn a_journal_key_that_is_not_eight_bytes_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::Config::new()
+            .path(dir.path())
+            .cache_capacity(1 << 20)
+            .open()
+            .unwrap();
+        db.open_tree("journal").unwrap().insert(b"short", &[][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let result = exchange_store::Store::open(dir.path(), &test_config());
+    assert!(matches!(result, Err(StoreError::Corrupt { tree: "journal", .. })));
+}
