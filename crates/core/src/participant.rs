@@ -538,6 +538,12 @@ impl Participant<'_> {
         // A refund never returns more along a leg than the leg debited: checked here, at the
         // authority over the account, not only at the coordinator.
         let original_fence = view.fence(original).map_err(storage)?;
+        if matches!(original_fence, Some(Fence::Prepared(_))) {
+            // The refund overtook the original leg's commit (the coordinator answers the
+            // hospital before its commits arrive). Not yet: no ack, so the coordinator sends
+            // the credit again and it applies once the commit has landed.
+            return Ok(effects);
+        }
         let Some(Fence::Committed {
             account,
             binding,

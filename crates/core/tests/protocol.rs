@@ -935,3 +935,54 @@ fn settle_sends_prepares_in_parallel_and_arms_the_vote_deadline() {
     let _ = f.son;
     let _ = f.daughter_binding;
 }
+
+#[test]
+fn a_refund_credit_that_overtakes_the_commit_waits_for_it() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let reply = cluster.settle("S-overtake", f.grandmother, yuan(500));
+    // Deliver everything except the commits to Beijing: the hospital has its receipt.
+    let mut held_back = Vec::new();
+    while let Some((from, to, message)) = cluster.network.pop_front() {
+        if matches!(message, PeerMessage::Commit { .. } if to == p(BEIJING)) {
+            held_back.push((from, to, message));
+        } else {
+            cluster.step(to, Input::Peer { from, message });
+        }
+    }
+    assert!(matches!(cluster.reply(reply), ClientReply::Settled(_)));
+    let refund = cluster.client(
+        CHONGQING,
+        ClientRequest::Refund(RefundRequest {
+            refund: RefundId::new("R-overtake").unwrap(),
+            settlement: SettlementId::new("S-overtake").unwrap(),
+            amount: None,
+        }),
+    );
+    assert!(matches!(cluster.reply(refund), ClientReply::Refunded(_)));
+    // The credit reaches Beijing first: no ack, no violation, nothing credited yet.
+    let credit = cluster
+        .network
+        .iter()
+        .position(|(_, to, m)| *to == p(BEIJING) && matches!(m, PeerMessage::Credit { .. }))
+        .unwrap();
+    let (from, to, message) = cluster.network.remove(credit).unwrap();
+    let effects = cluster.step(to, Input::Peer { from, message });
+    assert!(effects.writes.is_empty() && effects.sends.is_empty() && effects.notes.is_empty());
+    // Then the commit lands, and the resent credit applies exactly once.
+    for (from, to, message) in held_back {
+        cluster.step(to, Input::Peer { from, message });
+    }
+    cluster.deliver_all();
+    cluster.advance_to(cluster.mono_ms + 5_000);
+    assert_eq!(cluster.account(BEIJING, &f.son).balance, yuan(1000));
+    assert_eq!(cluster.account(SICHUAN, &f.daughter).balance, yuan(800));
+    assert_eq!(cluster.account(CHONGQING, &f.grandmother).balance, yuan(50));
+    assert!(cluster.ledger(CHONGQING).tables().outbox.is_empty());
+    assert!(
+        cluster
+            .notes
+            .iter()
+            .all(|n| !matches!(n, Note::ProtocolViolation { .. }))
+    );
+}
