@@ -24,6 +24,16 @@ struct Cli {
 enum Command {
     /// Run a demonstration: a multi-province cluster paying a family's bills across provinces.
     Demo(cmd::demo::DemoArgs),
+    /// Create development certificates for nodes, bureaus and the monitor.
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCommand),
+    /// Run one province node.
+    Start(cmd::start::StartArgs),
+    /// Operate a node as its province's bureau (accounts, bindings, settlements, refunds).
+    Ctl(cmd::ctl::CtlArgs),
+    /// Deterministic failure simulations and the protocol's model checker.
+    #[command(subcommand)]
+    Sim(cmd::sim::SimCommand),
 }
 
 /// How a subcommand ended, for the exit code.
@@ -45,6 +55,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Sim(command) => cmd::sim::run(command),
+        Command::Certs(command) => cmd::certs::run(command),
+        Command::Start(args) => cmd::start::run(args),
+        Command::Ctl(args) => cmd::ctl::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -256,7 +256,10 @@ impl Coordinator {
                 refusal,
             });
         }
-        let own_refusal = patient.payment_refusal();
+        // An own account with nothing available is not asked: it would only refuse.
+        let own_refusal = patient
+            .payment_refusal()
+            .or_else(|| patient.available().is_zero().then_some(Refusal::InsufficientBalance));
         let own_snapshot = if own_refusal.is_none() {
             patient.available()
         } else {

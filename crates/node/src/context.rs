@@ -1,0 +1,212 @@
+//! What every part of a running node shares: store, clock, routing, outbound queue, replies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use exchange_core::effects::{Effects, Note, ReplyTo};
+use exchange_core::ledger::Write;
+use exchange_core::message::{ClientReply, PeerMessage};
+use exchange_core::node::Input;
+use exchange_core::{ClientError, ErrorKind, Province};
+use exchange_pki::RevocationList;
+use exchange_store::Store;
+use ractor::ActorRef;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::core_actor::CoreMsg;
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::peer::PeerMsg;
+use crate::route::{Shards, Target};
+
+/// Effects waiting for their writes to be durable before they leave the node.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub ticket: u64,
+    pub sends: Vec<(Province, PeerMessage)>,
+    pub replies: Vec<(ReplyTo, ClientReply)>,
+    pub notes: Vec<Note>,
+}
+
+/// Clients waiting for their reply, by the `ReplyTo` handed to the core.
+#[derive(Debug, Default)]
+pub struct PendingReplies {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<ReplyTo, oneshot::Sender<ClientReply>>>,
+}
+
+impl PendingReplies {
+    pub fn register(&self) -> (ReplyTo, oneshot::Receiver<ClientReply>) {
+        let reply_to = self.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let (sender, receiver) = oneshot::channel();
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(reply_to, sender);
+        }
+        (reply_to, receiver)
+    }
+
+    pub fn complete(&self, reply_to: ReplyTo, reply: ClientReply) {
+        let sender = self
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|mut waiting| waiting.remove(&reply_to));
+        if let Some(sender) = sender {
+            // The client may have given up (deadline); the reply is then simply dropped.
+            let _gone = sender.send(reply);
+        }
+    }
+
+    pub fn forget(&self, reply_to: ReplyTo) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.remove(&reply_to);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The live actors, replaced by the supervisor when one restarts.
+#[derive(Debug, Default)]
+pub struct Actors {
+    pub accounts: Vec<ActorRef<CoreMsg>>,
+    pub coordinators: Vec<ActorRef<CoreMsg>>,
+}
+
+/// State shared by the actors, the dispatcher and the gRPC services of one node.
+#[derive(Debug)]
+pub struct NodeContext {
+    pub province: Province,
+    pub config: NodeConfig,
+    pub store: Store,
+    pub clock: Clock,
+    pub shards: Shards,
+    pub actors: RwLock<Actors>,
+    pub peers: RwLock<BTreeMap<Province, ActorRef<PeerMsg>>>,
+    pub outbound: mpsc::Sender<Outgoing>,
+    pub pending: PendingReplies,
+    pub metrics: Metrics,
+    pub revocations: RevocationList,
+    /// Set when the store failed: the node stops acknowledging and says why.
+    pub failure: Mutex<Option<String>>,
+    /// What each peer link last reported.
+    pub links: Mutex<BTreeMap<Province, LinkStatus>>,
+}
+
+/// The state of one peer link, as the monitor sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub up: bool,
+    pub queued: usize,
+    pub last_error: String,
+    /// When the link last went down (Unix ms), while it is down.
+    pub down_since_wall_ms: Option<i64>,
+}
+
+impl NodeContext {
+    pub fn actor(&self, target: Target) -> Option<ActorRef<CoreMsg>> {
+        let actors = self.actors.read().ok()?;
+        match target {
+            Target::Account(index) => actors.accounts.get(index).cloned(),
+            Target::Coordinator(index) => actors.coordinators.get(index).cloned(),
+        }
+    }
+
+    /// Hands an input to the actor that owns it.
+    pub fn deliver(&self, input: Input) -> Result<(), NodeError> {
+        let target = self.shards.route(&self.store, &input);
+        let actor = self.actor(target).ok_or(NodeError::Unavailable("actor not running"))?;
+        actor
+            .cast(CoreMsg::Input(input))
+            .map_err(|_| NodeError::Unavailable("actor mailbox closed"))
+    }
+
+    pub fn set_link(&self, province: Province, update: impl FnOnce(&mut LinkStatus)) {
+        if let Ok(mut links) = self.links.lock() {
+            update(links.entry(province).or_default());
+        }
+    }
+
+    /// Peer links for health samples and status.
+    pub fn link_states(&self) -> Vec<exchange_proto::pb::PeerLink> {
+        use exchange_proto::pb::{PeerLink, PeerLinkState};
+        let Ok(links) = self.links.lock() else {
+            return Vec::new();
+        };
+        links
+            .iter()
+            .map(|(province, status)| PeerLink {
+                province: province.code(),
+                state: if status.up {
+                    PeerLinkState::Connected
+                } else {
+                    PeerLinkState::Disconnected
+                }
+                .into(),
+                queued: u32::try_from(status.queued).unwrap_or(u32::MAX),
+                last_error: status.last_error.clone(),
+            })
+            .collect()
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub fn fail(&self, reason: String) {
+        tracing::error!(%reason, "node stops acknowledging");
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert(reason);
+        }
+    }
+
+    /// Applies a handler's writes, arms its timers, and queues what it sends and replies until
+    /// the writes are durable. Account invariants are checked before anything is applied.
+    pub async fn execute(&self, effects: Effects, myself: &ActorRef<CoreMsg>) -> Result<(), NodeError> {
+        for write in &effects.writes {
+            if let Write::Account(account) = write {
+                account.check_invariant().map_err(NodeError::Invariant)?;
+            }
+        }
+        let applied = self.store.apply(&effects.writes)?;
+        self.metrics.note_effects(&effects);
+        for timer in effects.timers {
+            let kind = timer.kind;
+            let delay = self.clock.until(timer.at_mono_ms);
+            myself.send_after(delay, move || CoreMsg::Input(Input::Timer(kind)));
+        }
+        if effects.sends.is_empty() && effects.replies.is_empty() && effects.notes.is_empty() {
+            return Ok(());
+        }
+        let outgoing = Outgoing {
+            ticket: applied.ticket,
+            sends: effects.sends,
+            replies: effects.replies,
+            notes: effects.notes,
+        };
+        self.outbound
+            .send(outgoing)
+            .await
+            .map_err(|_| NodeError::Unavailable("dispatcher stopped"))
+    }
+
+    /// Answers a waiting client with an error (the node cannot serve it).
+    pub fn refuse(&self, reply_to: ReplyTo, reason: &str, message: String) {
+        self.pending.complete(
+            reply_to,
+            ClientReply::Error(ClientError::new(ErrorKind::ResourceExhausted, reason, message)),
+        );
+    }
+}
+
+/// Shared handle.
+pub type Context = Arc<NodeContext>;

@@ -1,0 +1,124 @@
+//! The actors that run the core: account shards (participant and binding work) and
+//! coordinator shards (settlements and refunds). Each owns one `NodeCore`; they are glue.
+
+use exchange_core::node::{Input, NodeCore};
+use exchange_core::records::OutboxKey;
+use exchange_core::{LedgerView, LegId};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::context::Context;
+use crate::error::NodeError;
+use crate::route::Target;
+
+/// Messages of a core actor.
+#[derive(Debug)]
+pub enum CoreMsg {
+    Input(Input),
+    /// Resume this shard's in-doubt work from the store (sent once after every start).
+    Recover,
+}
+
+/// A shard of the node's core logic.
+#[derive(Debug)]
+pub struct CoreActor;
+
+#[derive(Debug)]
+pub struct CoreArgs {
+    pub ctx: Context,
+    pub target: Target,
+}
+
+#[derive(Debug)]
+pub struct CoreState {
+    ctx: Context,
+    target: Target,
+    core: NodeCore,
+}
+
+impl CoreState {
+    /// This shard's live holds and outbox items.
+    fn recovery_work(&self) -> Result<(Vec<LegId>, Vec<OutboxKey>), NodeError> {
+        let ctx = &self.ctx;
+        let shards = ctx.shards;
+        let mine = |target: Target| target == self.target;
+        let live_holds = ctx
+            .store
+            .live_holds()?
+            .into_iter()
+            .filter(|leg| mine(Target::Account(shards.of_person(&leg.account))))
+            .collect();
+        let mut outbox = Vec::new();
+        for key in ctx.store.outbox()? {
+            let owner = match &key {
+                OutboxKey::Settlement(settlement) | OutboxKey::Refund { settlement, .. } => {
+                    Target::Coordinator(shards.of_settlement(settlement))
+                }
+                OutboxKey::Registration(binding) | OutboxKey::Revocation(binding) => {
+                    match ctx.store.binding(binding)? {
+                        Some(binding) => Target::Account(shards.of_person(&binding.grantor)),
+                        None => continue,
+                    }
+                }
+            };
+            if mine(owner) {
+                outbox.push(key);
+            }
+        }
+        Ok((live_holds, outbox))
+    }
+}
+
+impl Actor for CoreActor {
+    type Msg = CoreMsg;
+    type State = CoreState;
+    type Arguments = CoreArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<CoreMsg>, args: CoreArgs) -> Result<CoreState, ActorProcessingErr> {
+        let ctx = args.ctx;
+        // A coordinator that starts (or restarts) takes a new incarnation, so the legs of
+        // settlements it forgot can never be confused with new ones.
+        let incarnation = match args.target {
+            Target::Coordinator(_) => ctx.store.bump_incarnation()?,
+            Target::Account(_) => ctx.store.incarnation()?,
+        };
+        let config = &ctx.config;
+        let core = NodeCore::new(
+            ctx.province,
+            config.policy.clone(),
+            config.protocol.clone(),
+            incarnation,
+        );
+        Ok(CoreState {
+            ctx,
+            target: args.target,
+            core,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CoreMsg>,
+        message: CoreMsg,
+        state: &mut CoreState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = state.ctx.clock.now();
+        let effects = match message {
+            CoreMsg::Input(input) => state
+                .core
+                .handle(&state.ctx.store, input, now)
+                .map_err(NodeError::from)?,
+            CoreMsg::Recover => {
+                let (live_holds, outbox) = state.recovery_work()?;
+                if !live_holds.is_empty() || !outbox.is_empty() {
+                    tracing::info!(target = ?state.target, live_holds = live_holds.len(), outbox = outbox.len(), "recovering");
+                }
+                state
+                    .core
+                    .recover(&state.ctx.store, &live_holds, &outbox, now)
+                    .map_err(NodeError::from)?
+            }
+        };
+        state.ctx.execute(effects, &myself).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! Plain-HTTP endpoints of a node: Prometheus `/metrics` and a liveness `/healthz`.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::context::Context;
+use crate::error::NodeError;
+
+async fn metrics(State(ctx): State<Context>) -> String {
+    let stats = ctx.store.stats();
+    let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    ctx.metrics.store_flushes.set(gauge(stats.flushes));
+    ctx.metrics
+        .store_flush_micros_total
+        .set(gauge(stats.flush_micros_total));
+    ctx.metrics.store_flush_micros_max.set(gauge(stats.flush_micros_max));
+    ctx.metrics
+        .holds_in_flight
+        .set(gauge(ctx.store.live_holds().map(|h| h.len() as u64).unwrap_or(0)));
+    ctx.metrics.settlements_in_flight.set(gauge(ctx.pending.len() as u64));
+    ctx.metrics.render()
+}
+
+async fn healthz(State(ctx): State<Context>) -> (StatusCode, String) {
+    match ctx.failure() {
+        None => (StatusCode::OK, "serving\n".into()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not acknowledging: {reason}\n"),
+        ),
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listen`; returns the bound address.
+pub async fn serve_metrics(ctx: Context, listen: SocketAddr) -> Result<SocketAddr, NodeError> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(ctx);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+    Ok(addr)
+}

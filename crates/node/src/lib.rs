@@ -1,0 +1,25 @@
+//! A province node: the sans-IO core run by ractor actors over a sled store, talking to other
+//! provinces and serving its bureau over gRPC with mutual TLS.
+//!
+//! Glue only: actors decode, call the core, apply its writes, and let its messages and replies
+//! leave once those writes are durable. Every decision is the core's.
+
+pub mod client;
+pub mod clock;
+pub mod cluster;
+pub mod config;
+pub mod context;
+pub mod core_actor;
+pub mod dispatch;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod peer;
+pub mod route;
+pub mod runtime;
+pub mod services;
+pub mod supervisor;
+
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use runtime::{RunningNode, start};
