@@ -70,41 +70,49 @@ pub fn free_port() -> Result<SocketAddr, NodeError> {
     Ok(listener.local_addr()?)
 }
 
-/// The configuration text of one node.
-pub fn node_config_text(
-    province: Province,
-    addr: SocketAddr,
-    metrics: Option<SocketAddr>,
-    data_dir: &Path,
-    certs_dir: &Path,
-    peers: &[(Province, SocketAddr)],
-    log_level: &str,
-    extra: &str,
-) -> String {
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "# {} ({}) — written by the local cluster launcher",
-        province.name(),
-        province.name_zh()
-    );
-    let _ = writeln!(text, "province = {}", province.code());
-    let _ = writeln!(text, "listen = \"{addr}\"");
-    if let Some(metrics) = metrics {
-        let _ = writeln!(text, "metrics_listen = \"{metrics}\"");
-    }
-    let _ = writeln!(text, "data_dir = {:?}", data_dir.display().to_string());
-    let _ = writeln!(text, "certs_dir = {:?}", certs_dir.display().to_string());
-    for (peer, peer_addr) in peers {
+/// What the configuration file of one cluster node says.
+#[derive(Clone, Debug)]
+pub struct NodeConfigText<'a> {
+    pub province: Province,
+    pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub data_dir: &'a Path,
+    pub certs_dir: &'a Path,
+    pub peers: &'a [(Province, SocketAddr)],
+    pub log_level: &'a str,
+    /// Extra TOML appended as is.
+    pub extra: &'a str,
+}
+
+impl NodeConfigText<'_> {
+    /// The configuration file's text.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let province = self.province;
         let _ = writeln!(
             text,
-            "\n[[peers]]\nprovince = {}\naddress = \"{peer_addr}\"",
-            peer.code()
+            "# {} ({}) — written by the local cluster launcher",
+            province.name(),
+            province.name_zh()
         );
+        let _ = writeln!(text, "province = {}", province.code());
+        let _ = writeln!(text, "listen = \"{}\"", self.addr);
+        if let Some(metrics) = self.metrics {
+            let _ = writeln!(text, "metrics_listen = \"{metrics}\"");
+        }
+        let _ = writeln!(text, "data_dir = {:?}", self.data_dir.display().to_string());
+        let _ = writeln!(text, "certs_dir = {:?}", self.certs_dir.display().to_string());
+        for (peer, peer_addr) in self.peers {
+            let _ = writeln!(
+                text,
+                "\n[[peers]]\nprovince = {}\naddress = \"{peer_addr}\"",
+                peer.code()
+            );
+        }
+        let _ = writeln!(text, "\n[log]\nlevel = \"{}\"", self.log_level);
+        text.push_str(self.extra);
+        text
     }
-    let _ = writeln!(text, "\n[log]\nlevel = \"{log_level}\"");
-    text.push_str(extra);
-    text
 }
 
 impl LocalCluster {
@@ -146,16 +154,17 @@ impl LocalCluster {
                 })
                 .collect();
             let data_dir = dir.join("data").join(province.to_string());
-            let text = node_config_text(
-                *province,
+            let text = NodeConfigText {
+                province: *province,
                 addr,
-                metrics_addr,
-                &data_dir,
-                &certs_dir,
-                &peers,
-                &options.log_level,
-                &options.extra_config,
-            );
+                metrics: metrics_addr,
+                data_dir: &data_dir,
+                certs_dir: &certs_dir,
+                peers: &peers,
+                log_level: &options.log_level,
+                extra: &options.extra_config,
+            }
+            .render();
             let config_path = dir.join(format!(
                 "{}-{}.toml",
                 province.code(),
