@@ -52,12 +52,45 @@ async fn concurrent_applies_share_flushes() {
     assert_eq!(stats.applies, CONCURRENT_APPLIES);
     assert_eq!(stats.flushed_ticket, CONCURRENT_APPLIES);
     assert!(stats.flushes >= 1);
-    assert!(
-        stats.flushes < CONCURRENT_APPLIES / 5,
-        "{} flushes for {CONCURRENT_APPLIES} applies: not grouped",
-        stats.flushes
-    );
+    // How many flushes concurrent applies share depends on the scheduler (on a loaded 2-core
+    // machine they may barely overlap), so only the upper bound is certain here; the grouping
+    // itself is asserted deterministically below.
+    assert!(stats.flushes <= CONCURRENT_APPLIES);
     assert!(stats.flush_micros_max <= stats.flush_micros_total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_of_applies_made_before_a_flush_share_one_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    // Every apply lands before anyone waits: the first flush reads the highest applied
+    // ticket and so covers all of them, whichever waiter asked first.
+    let mut tickets = Vec::new();
+    for index in 0..CONCURRENT_APPLIES {
+        let applied = store
+            .apply(&[
+                Write::Account(account(index, index + 1)),
+                Write::Journal(journal_entry(index)),
+            ])
+            .unwrap();
+        tickets.push(applied.ticket);
+    }
+    let before = store.stats().flushes;
+    let mut waits = Vec::new();
+    for ticket in tickets {
+        let store = Arc::clone(&store);
+        waits.push(tokio::spawn(async move { store.durable(ticket).await }));
+    }
+    for wait in waits {
+        wait.await.unwrap().unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.flushed_ticket, CONCURRENT_APPLIES);
+    assert_eq!(
+        stats.flushes - before,
+        1,
+        "{CONCURRENT_APPLIES} waiters of already-applied writes must share one flush: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
