@@ -34,6 +34,13 @@ enum Command {
     /// Deterministic failure simulations and the protocol's model checker.
     #[command(subcommand)]
     Sim(cmd::sim::SimCommand),
+    /// Run the national monitor: every node's feed, the dashboard, the JSON API.
+    Monitor(cmd::monitor::MonitorArgs),
+    /// Benchmark a real cluster beside the transport, storage and PostgreSQL ceilings.
+    Bench(cmd::bench::BenchArgs),
+    /// The benchmark's load client (started by `exchange bench`).
+    #[command(hide = true)]
+    BenchClient(cmd::bench::BenchClientArgs),
 }
 
 /// How a subcommand ended, for the exit code.
@@ -59,6 +66,9 @@ fn main() -> ExitCode {
         Command::Certs(command) => cmd::certs::run(command),
         Command::Start(args) => cmd::start::run(args),
         Command::Ctl(args) => cmd::ctl::run(args),
+        Command::Monitor(args) => cmd::monitor::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::BenchClient(args) => cmd::bench::run_client(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

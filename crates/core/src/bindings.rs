@@ -330,6 +330,95 @@ impl Bindings {
         Ok(effects)
     }
 
+    /// The family sets the order in which a grantee's grantors pay (on the grantee's node).
+    pub fn on_set_order<V: LedgerView>(
+        &mut self,
+        view: &V,
+        reply_to: ReplyTo,
+        grantee: PersonId,
+        order: Vec<BindingId>,
+    ) -> Outcome<V> {
+        let mut effects = Effects::default();
+        let refuse = |effects: &mut Effects, error| effects.reply(reply_to, ClientReply::Error(error));
+        if order.is_empty() || order.len() > crate::policy::GRANTORS_PER_SETTLEMENT_MAX {
+            let max = crate::policy::GRANTORS_PER_SETTLEMENT_MAX;
+            refuse(
+                &mut effects,
+                ClientError::invalid("bad_order", format!("list 1 to {max} bindings")),
+            );
+            return Ok(effects);
+        }
+        let mut seen = Vec::with_capacity(order.len());
+        for id in &order {
+            if seen.contains(id) {
+                refuse(
+                    &mut effects,
+                    ClientError::invalid("bad_order", format!("binding {id} is listed twice")),
+                );
+                return Ok(effects);
+            }
+            seen.push(*id);
+        }
+        let known = view.bindings_of_grantee(&grantee).map_err(storage)?;
+        for (position, id) in order.iter().enumerate() {
+            let copy = if known.contains(id) {
+                view.binding_copy(id).map_err(storage)?
+            } else {
+                None
+            };
+            let Some(mut copy) = copy else {
+                refuse(
+                    &mut effects,
+                    ClientError::not_found("unknown_binding", format!("{grantee} has no binding {id} on this node")),
+                );
+                return Ok(effects);
+            };
+            copy.position = u32::try_from(position).unwrap_or(u32::MAX).saturating_add(1);
+            effects.writes.push(Write::BindingCopy(copy));
+        }
+        effects.reply(
+            reply_to,
+            ClientReply::Ordered {
+                grantee,
+                bindings: order,
+            },
+        );
+        Ok(effects)
+    }
+
+    /// The grantor changes a binding's limits (on the grantor's node, which enforces them).
+    pub fn on_set_limits<V: LedgerView>(
+        &mut self,
+        view: &V,
+        reply_to: ReplyTo,
+        id: BindingId,
+        limits: crate::binding::Limits,
+    ) -> Outcome<V> {
+        let mut effects = Effects::default();
+        let Some(mut binding) = view.binding(&id).map_err(storage)? else {
+            effects.reply(
+                reply_to,
+                ClientReply::Error(bind_error(&BindRefusal::UnknownBinding(id))),
+            );
+            return Ok(effects);
+        };
+        if matches!(binding.status, BindingStatus::Revoked { .. }) {
+            effects.reply(
+                reply_to,
+                ClientReply::Error(bind_error(&BindRefusal::AlreadyRevoked(id))),
+            );
+            return Ok(effects);
+        }
+        if matches!(limits.per_settlement, Some(l) if l.is_zero()) || matches!(limits.monthly, Some(l) if l.is_zero()) {
+            effects.reply(reply_to, ClientReply::Error(bind_error(&BindRefusal::ZeroLimit)));
+            return Ok(effects);
+        }
+        binding.limits = limits;
+        effects.writes.push(Write::Binding(binding));
+        effects.reply(reply_to, ClientReply::LimitsSet { binding: id, limits });
+        Ok(effects)
+    }
+
     /// The grantee's node learns of a revocation.
     pub fn on_revoked<V: LedgerView>(
         &mut self,

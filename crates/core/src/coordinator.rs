@@ -19,7 +19,7 @@ use crate::binding::{BindingKind, BindingStatus};
 use crate::config::ProtocolConfig;
 use crate::effects::{Effects, Note, ReplyTo, TimerKind};
 use crate::error::{ClientError, ErrorKind, HandlerError};
-use crate::ids::{BindingId, LegId, LegScope, SettlementId};
+use crate::ids::{BindingId, LegId, LegScope, RefundId, SettlementId};
 use crate::ledger::{LedgerView, Write};
 use crate::message::{ClientReply, LegOutcome, PeerMessage, Prepare, Vote};
 use crate::money::Money;
@@ -874,6 +874,62 @@ impl Coordinator {
                 self.deliveries.start(key, pending, &self.config, now, &mut effects);
             }
         }
+        Ok(effects)
+    }
+
+    /// Cancels a settlement (interface 2208): refunds all that is still unrefunded, exactly
+    /// once (the refund id is derived from the settlement id).
+    pub fn on_cancel<V: LedgerView>(
+        &mut self,
+        view: &V,
+        reply_to: ReplyTo,
+        settlement: SettlementId,
+        now: Now,
+    ) -> Outcome<V> {
+        let refund = RefundId::cancellation_of(&settlement);
+        self.on_refund(
+            view,
+            reply_to,
+            RefundRequest {
+                refund,
+                settlement,
+                amount: None,
+            },
+            now,
+        )
+    }
+
+    /// Reverses a message by its original id (冲正, interface 2601). A settlement's id undoes
+    /// the settlement as a cancellation does; a refund cannot be reversed.
+    pub fn on_reverse<V: LedgerView>(
+        &mut self,
+        view: &V,
+        reply_to: ReplyTo,
+        message: SettlementId,
+        now: Now,
+    ) -> Outcome<V> {
+        let known = self.inflight.contains_key(&message) || view.settlement(&message).map_err(storage)?.is_some();
+        if known {
+            return self.on_cancel(view, reply_to, message, now);
+        }
+        let mut effects = Effects::default();
+        let as_refund = RefundId::new(message.as_str()).ok();
+        let is_refund = match as_refund {
+            Some(id) => view.refund(&id).map_err(storage)?.is_some(),
+            None => false,
+        };
+        let error = if is_refund {
+            ClientError::precondition(
+                "refund_not_reversible",
+                format!("{message} is a refund; a refund cannot be reversed"),
+            )
+        } else {
+            ClientError::not_found(
+                "unknown_message",
+                format!("no settlement {message} was decided on this node; nothing to reverse"),
+            )
+        };
+        effects.reply(reply_to, ClientReply::Error(error));
         Ok(effects)
     }
 

@@ -16,8 +16,8 @@ pub const EXTERNAL_ID_LEN_MAX: usize = 64;
 pub enum IdError {
     #[error("{kind} is empty")]
     Empty { kind: &'static str },
-    #[error("{kind} is {len} bytes long; at most {EXTERNAL_ID_LEN_MAX} are allowed")]
-    TooLong { kind: &'static str, len: usize },
+    #[error("{kind} is {len} bytes long; at most {max} are allowed")]
+    TooLong { kind: &'static str, len: usize, max: usize },
     #[error("{kind} {text:?} may hold only letters, digits and - _ . : (found {found:?})")]
     BadCharacter {
         kind: &'static str,
@@ -28,12 +28,19 @@ pub enum IdError {
     BadBindingId(String),
 }
 
-fn validate_external(kind: &'static str, text: &str) -> Result<(), IdError> {
+/// Longest refund id: a caller's id, or a cancellation's id derived from a settlement id.
+pub const REFUND_ID_LEN_MAX: usize = EXTERNAL_ID_LEN_MAX + 8;
+
+fn validate_external(kind: &'static str, text: &str, max: usize) -> Result<(), IdError> {
     if text.is_empty() {
         return Err(IdError::Empty { kind });
     }
-    if text.len() > EXTERNAL_ID_LEN_MAX {
-        return Err(IdError::TooLong { kind, len: text.len() });
+    if text.len() > max {
+        return Err(IdError::TooLong {
+            kind,
+            len: text.len(),
+            max,
+        });
     }
     if let Some(found) = text
         .chars()
@@ -49,7 +56,7 @@ fn validate_external(kind: &'static str, text: &str) -> Result<(), IdError> {
 }
 
 macro_rules! external_id {
-    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -58,7 +65,7 @@ macro_rules! external_id {
         impl $name {
             pub fn new(text: impl Into<String>) -> Result<$name, IdError> {
                 let text = text.into();
-                validate_external($kind, &text)?;
+                validate_external($kind, &text, $max)?;
                 Ok($name(text))
             }
 
@@ -104,18 +111,29 @@ macro_rules! external_id {
 external_id!(
     /// A settlement's id, chosen by the hospital (the national interface's `setl_id`).
     SettlementId,
-    "settlement id"
+    "settlement id",
+    EXTERNAL_ID_LEN_MAX
 );
 external_id!(
     /// A refund's id, chosen by the caller; a refund retried with the same id is applied once.
     RefundId,
-    "refund id"
+    "refund id",
+    REFUND_ID_LEN_MAX
 );
 external_id!(
     /// A credit's id (划入), chosen by the bureau; a batch re-sent is applied once.
     CreditId,
-    "credit id"
+    "credit id",
+    EXTERNAL_ID_LEN_MAX
 );
+
+impl RefundId {
+    /// The refund that cancels (or reverses) `settlement`: one id, so a cancellation and a
+    /// reversal of the same settlement are the same operation, applied once.
+    pub fn cancellation_of(settlement: &SettlementId) -> RefundId {
+        RefundId(format!("X:{settlement}"))
+    }
+}
 
 /// A binding's id: the grantor's province (which issued it and is its authority) and a serial.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -236,8 +254,8 @@ mod tests {
             Err(IdError::BadCharacter { found: '/', .. })
         ));
         assert!(matches!(
-            RefundId::new("x".repeat(65)),
-            Err(IdError::TooLong { len: 65, .. })
+            RefundId::new("x".repeat(73)),
+            Err(IdError::TooLong { len: 73, .. })
         ));
     }
 

@@ -168,6 +168,26 @@ pub enum ClientRequest {
     },
     Settle(SettleRequest),
     Refund(RefundRequest),
+    /// Set the family's order of a grantee's grantors (on the grantee's node): the listed
+    /// bindings pay in this order under the family-order policy.
+    SetOrder {
+        grantee: PersonId,
+        bindings: Vec<BindingId>,
+    },
+    /// Change a binding's spending limits (on the grantor's node, which enforces them).
+    SetLimits {
+        binding: BindingId,
+        limits: crate::binding::Limits,
+    },
+    /// Cancel a settlement (like interface 2208): refund everything still unrefunded.
+    Cancel {
+        settlement: crate::ids::SettlementId,
+    },
+    /// Reverse a message by its original id (冲正, like interface 2601): a settlement's id
+    /// undoes that settlement. Applied once, and the same as a cancellation.
+    Reverse {
+        message: crate::ids::SettlementId,
+    },
 }
 
 /// The node's answers to client requests.
@@ -189,4 +209,12 @@ pub enum ClientReply {
     Settled(Receipt),
     Refunded(RefundReceipt),
     Error(crate::error::ClientError),
+    Ordered {
+        grantee: PersonId,
+        bindings: Vec<BindingId>,
+    },
+    LimitsSet {
+        binding: BindingId,
+        limits: crate::binding::Limits,
+    },
 }

@@ -44,7 +44,11 @@ pub enum Part {
 pub fn route(input: &Input) -> Part {
     match input {
         Input::Client { request, .. } => match request {
-            ClientRequest::Settle(_) | ClientRequest::Refund(_) => Part::Coordinator,
+            ClientRequest::Settle(_)
+            | ClientRequest::Refund(_)
+            | ClientRequest::Cancel { .. }
+            | ClientRequest::Reverse { .. } => Part::Coordinator,
+            ClientRequest::SetOrder { .. } | ClientRequest::SetLimits { .. } => Part::Bindings,
             ClientRequest::Bind(_) | ClientRequest::Unbind { .. } => Part::Bindings,
             ClientRequest::OpenAccount { .. }
             | ClientRequest::Credit { .. }
@@ -129,6 +133,14 @@ impl NodeCore {
             Input::Client { reply_to, request } => match request {
                 ClientRequest::Settle(request) => self.coordinator.on_settle(view, reply_to, request, now),
                 ClientRequest::Refund(request) => self.coordinator.on_refund(view, reply_to, request, now),
+                ClientRequest::Cancel { settlement } => self.coordinator.on_cancel(view, reply_to, settlement, now),
+                ClientRequest::Reverse { message } => self.coordinator.on_reverse(view, reply_to, message, now),
+                ClientRequest::SetOrder { grantee, bindings } => {
+                    self.bindings.on_set_order(view, reply_to, grantee, bindings)
+                }
+                ClientRequest::SetLimits { binding, limits } => {
+                    self.bindings.on_set_limits(view, reply_to, binding, limits)
+                }
                 ClientRequest::Bind(request) => self.bindings.on_bind(view, reply_to, request, now),
                 ClientRequest::Unbind { binding } => self.bindings.on_unbind(view, reply_to, binding, now),
                 ClientRequest::OpenAccount {

@@ -986,3 +986,133 @@ fn a_refund_credit_that_overtakes_the_commit_waits_for_it() {
             .all(|n| !matches!(n, Note::ProtocolViolation { .. }))
     );
 }
+
+#[test]
+fn cancel_and_reverse_undo_a_settlement_once_and_refuse_what_they_cannot() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let before = cluster.sum_balances();
+    let reply = cluster.settle("S-cancel", f.grandmother, yuan(600));
+    cluster.deliver_all();
+    assert!(matches!(cluster.reply(reply), ClientReply::Settled(_)));
+    let settlement = SettlementId::new("S-cancel").unwrap();
+    let cancel = cluster.client(
+        CHONGQING,
+        ClientRequest::Cancel {
+            settlement: settlement.clone(),
+        },
+    );
+    cluster.deliver_all();
+    let ClientReply::Refunded(undone) = cluster.reply(cancel).clone() else {
+        panic!("{:?}", cluster.reply(cancel))
+    };
+    assert_eq!(undone.amount, yuan(600));
+    assert_eq!(cluster.sum_balances(), before, "everything is back");
+    // A reversal of the same settlement is the same operation: same answer, applied once.
+    let reverse = cluster.client(
+        CHONGQING,
+        ClientRequest::Reverse {
+            message: settlement.clone(),
+        },
+    );
+    cluster.deliver_all();
+    assert_eq!(cluster.reply(reverse), &ClientReply::Refunded(undone));
+    assert_eq!(cluster.sum_balances(), before);
+    let unknown = cluster.client(
+        CHONGQING,
+        ClientRequest::Reverse {
+            message: SettlementId::new("NEVER").unwrap(),
+        },
+    );
+    assert!(matches!(cluster.reply(unknown), ClientReply::Error(e) if e.reason == "unknown_message"));
+}
+
+#[test]
+fn the_family_sets_the_order_and_the_grantor_changes_limits() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let family_order = Policy {
+        grantor_order: exchange_core::GrantorOrder::FamilyOrder,
+        ..Policy::default()
+    };
+    cluster.nodes.get_mut(&p(CHONGQING)).unwrap().0 =
+        NodeCore::new(p(CHONGQING), family_order, ProtocolConfig::default(), 1);
+    let f = family(&mut cluster, Limits::default());
+    // The daughter first, then the son.
+    let order = cluster.client(
+        CHONGQING,
+        ClientRequest::SetOrder {
+            grantee: f.grandmother,
+            bindings: vec![f.daughter_binding, f.son_binding],
+        },
+    );
+    assert!(matches!(cluster.reply(order), ClientReply::Ordered { .. }));
+    let reply = cluster.settle("S-order", f.grandmother, yuan(300));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!(
+        (r.mutual_aid[0].grantor, r.mutual_aid[0].amount),
+        (f.daughter, yuan(250))
+    );
+    // The son limits what he pays per settlement; the daughter's card is lost.
+    let limits = Limits {
+        per_settlement: Some(yuan(100)),
+        monthly: None,
+    };
+    let set = cluster.client(
+        BEIJING,
+        ClientRequest::SetLimits {
+            binding: f.son_binding,
+            limits,
+        },
+    );
+    assert!(matches!(cluster.reply(set), ClientReply::LimitsSet { .. }));
+    cluster.client(
+        SICHUAN,
+        ClientRequest::Freeze {
+            person: f.daughter,
+            reason: "lost".into(),
+        },
+    );
+    let reply = cluster.settle("S-limits", f.grandmother, yuan(300));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!((r.mutual_aid[0].grantor, r.mutual_aid[0].amount), (f.son, yuan(100)));
+    assert_eq!(r.cash_paid, yuan(200));
+    // Refusals: a zero limit, an unknown binding, a binding that is not the grantee's.
+    let zero = cluster.client(
+        BEIJING,
+        ClientRequest::SetLimits {
+            binding: f.son_binding,
+            limits: Limits {
+                per_settlement: Some(Money::ZERO),
+                monthly: None,
+            },
+        },
+    );
+    assert!(matches!(cluster.reply(zero), ClientReply::Error(e) if e.reason == "zero_limit"));
+    let unknown = cluster.client(
+        BEIJING,
+        ClientRequest::SetLimits {
+            binding: BindingId::new(p(BEIJING), 999),
+            limits,
+        },
+    );
+    assert!(matches!(cluster.reply(unknown), ClientReply::Error(e) if e.reason == "unknown_binding"));
+    let stranger = adult(CHONGQING, 77);
+    let wrong = cluster.client(
+        CHONGQING,
+        ClientRequest::SetOrder {
+            grantee: stranger,
+            bindings: vec![f.son_binding],
+        },
+    );
+    assert!(matches!(cluster.reply(wrong), ClientReply::Error(e) if e.reason == "unknown_binding"));
+    let twice = cluster.client(
+        CHONGQING,
+        ClientRequest::SetOrder {
+            grantee: f.grandmother,
+            bindings: vec![f.son_binding, f.son_binding],
+        },
+    );
+    assert!(matches!(cluster.reply(twice), ClientReply::Error(e) if e.reason == "bad_order"));
+}

@@ -84,6 +84,13 @@ impl BureauConn {
             BureauRequest::Unbind(r) => client.unbind(r).await.map(|r| BureauReply::Unbound(r.into_inner())),
             BureauRequest::Settle(r) => client.settle(r).await.map(|r| BureauReply::Settled(r.into_inner())),
             BureauRequest::Refund(r) => client.refund(r).await.map(|r| BureauReply::Refunded(r.into_inner())),
+            BureauRequest::SetOrder(r) => client.set_order(r).await.map(|r| BureauReply::Ordered(r.into_inner())),
+            BureauRequest::SetLimits(r) => client
+                .set_limits(r)
+                .await
+                .map(|r| BureauReply::LimitsSet(r.into_inner())),
+            BureauRequest::Cancel(r) => client.cancel(r).await.map(|r| BureauReply::Refunded(r.into_inner())),
+            BureauRequest::Reverse(r) => client.reverse(r).await.map(|r| BureauReply::Refunded(r.into_inner())),
         };
         match result {
             Ok(reply) => ClientReply::try_from(reply).map_err(invalid_reply),

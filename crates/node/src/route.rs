@@ -55,6 +55,10 @@ impl Shards {
             Input::Client { request, .. } => match request {
                 ClientRequest::Settle(request) => coordinator(&request.settlement),
                 ClientRequest::Refund(request) => coordinator(&request.settlement),
+                ClientRequest::Cancel { settlement } => coordinator(settlement),
+                ClientRequest::Reverse { message } => coordinator(message),
+                ClientRequest::SetOrder { grantee, .. } => account(grantee),
+                ClientRequest::SetLimits { binding, .. } => grantor_of(binding),
                 ClientRequest::Bind(request) => account(&request.grantor),
                 ClientRequest::Unbind { binding } => grantor_of(binding),
                 ClientRequest::OpenAccount { person, .. }

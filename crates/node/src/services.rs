@@ -225,6 +225,22 @@ impl Bureau for BureauService {
     async fn refund(&self, request: Request<pb::RefundRequest>) -> Result<Response<pb::RefundReceipt>, Status> {
         bureau_call!(self, request, "refund", Refund, Refunded)
     }
+
+    async fn set_order(&self, request: Request<pb::SetOrderRequest>) -> Result<Response<pb::SetOrderReply>, Status> {
+        bureau_call!(self, request, "set_order", SetOrder, Ordered)
+    }
+
+    async fn set_limits(&self, request: Request<pb::SetLimitsRequest>) -> Result<Response<pb::SetLimitsReply>, Status> {
+        bureau_call!(self, request, "set_limits", SetLimits, LimitsSet)
+    }
+
+    async fn cancel(&self, request: Request<pb::CancelRequest>) -> Result<Response<pb::RefundReceipt>, Status> {
+        bureau_call!(self, request, "cancel", Cancel, Refunded)
+    }
+
+    async fn reverse(&self, request: Request<pb::ReverseRequest>) -> Result<Response<pb::RefundReceipt>, Status> {
+        bureau_call!(self, request, "reverse", Reverse, Refunded)
+    }
 }
 
 /// The national monitor's view of this node.

@@ -328,6 +328,10 @@ pub enum BureauRequest {
     Unbind(pb::UnbindRequest),
     Settle(pb::SettleRequest),
     Refund(pb::RefundRequest),
+    SetOrder(pb::SetOrderRequest),
+    SetLimits(pb::SetLimitsRequest),
+    Cancel(pb::CancelRequest),
+    Reverse(pb::ReverseRequest),
 }
 
 impl TryFrom<BureauRequest> for ClientRequest {
@@ -361,6 +365,23 @@ impl TryFrom<BureauRequest> for ClientRequest {
             },
             BureauRequest::Settle(settle) => ClientRequest::Settle(settle.try_into()?),
             BureauRequest::Refund(refund) => ClientRequest::Refund(refund.try_into()?),
+            BureauRequest::SetOrder(order) => ClientRequest::SetOrder {
+                grantee: person("grantee", &order.grantee)?,
+                bindings: binding_ids("bindings", &order.bindings)?,
+            },
+            BureauRequest::SetLimits(limits) => ClientRequest::SetLimits {
+                binding: binding_id("binding", &limits.binding)?,
+                limits: match limits.limits {
+                    Some(limits) => domain::Limits::try_from(limits).map_err(|error| error.within("limits"))?,
+                    None => domain::Limits::default(),
+                },
+            },
+            BureauRequest::Cancel(cancel) => ClientRequest::Cancel {
+                settlement: settlement_id("settlement", cancel.settlement)?,
+            },
+            BureauRequest::Reverse(reverse) => ClientRequest::Reverse {
+                message: settlement_id("message", reverse.message)?,
+            },
         })
     }
 }
@@ -400,6 +421,20 @@ impl From<ClientRequest> for BureauRequest {
             }),
             ClientRequest::Settle(settle) => BureauRequest::Settle(settle.into()),
             ClientRequest::Refund(refund) => BureauRequest::Refund(refund.into()),
+            ClientRequest::SetOrder { grantee, bindings } => BureauRequest::SetOrder(pb::SetOrderRequest {
+                grantee: grantee.to_string(),
+                bindings: bindings.iter().map(ToString::to_string).collect(),
+            }),
+            ClientRequest::SetLimits { binding, limits } => BureauRequest::SetLimits(pb::SetLimitsRequest {
+                binding: binding.to_string(),
+                limits: Some(limits.into()),
+            }),
+            ClientRequest::Cancel { settlement } => BureauRequest::Cancel(pb::CancelRequest {
+                settlement: settlement.into(),
+            }),
+            ClientRequest::Reverse { message } => BureauRequest::Reverse(pb::ReverseRequest {
+                message: message.into(),
+            }),
         }
     }
 }
@@ -414,6 +449,8 @@ pub enum BureauReply {
     Unbound(pb::UnbindReply),
     Settled(pb::Receipt),
     Refunded(pb::RefundReceipt),
+    Ordered(pb::SetOrderReply),
+    LimitsSet(pb::SetLimitsReply),
 }
 
 /// The wire answer to a core reply: a message, or the status a refused request travels as.
@@ -438,6 +475,14 @@ pub fn bureau_reply_to_wire(reply: ClientReply) -> Result<BureauReply, tonic::St
         }),
         ClientReply::Settled(receipt) => BureauReply::Settled(receipt.into()),
         ClientReply::Refunded(receipt) => BureauReply::Refunded(receipt.into()),
+        ClientReply::Ordered { grantee, bindings } => BureauReply::Ordered(pb::SetOrderReply {
+            grantee: grantee.to_string(),
+            bindings: bindings.iter().map(ToString::to_string).collect(),
+        }),
+        ClientReply::LimitsSet { binding, limits } => BureauReply::LimitsSet(pb::SetLimitsReply {
+            binding: binding.to_string(),
+            limits: Some(limits.into()),
+        }),
         ClientReply::Error(error) => return Err(crate::status::client_error_to_status(&error)),
     })
 }
@@ -461,6 +506,32 @@ impl TryFrom<BureauReply> for ClientReply {
             },
             BureauReply::Settled(receipt) => ClientReply::Settled(receipt.try_into()?),
             BureauReply::Refunded(receipt) => ClientReply::Refunded(receipt.try_into()?),
+            BureauReply::Ordered(order) => ClientReply::Ordered {
+                grantee: person("grantee", &order.grantee)?,
+                bindings: binding_ids("bindings", &order.bindings)?,
+            },
+            BureauReply::LimitsSet(set) => ClientReply::LimitsSet {
+                binding: binding_id("binding", &set.binding)?,
+                limits: match set.limits {
+                    Some(limits) => domain::Limits::try_from(limits).map_err(|error| error.within("limits"))?,
+                    None => domain::Limits::default(),
+                },
+            },
         })
     }
+}
+
+/// Binding ids of a repeated field, each checked; the error names its index.
+fn binding_ids(field: &str, texts: &[String]) -> ConvertResult<Vec<domain::BindingId>> {
+    if texts.len() > domain::policy::GRANTORS_PER_SETTLEMENT_MAX {
+        return Err(ConvertError::new(
+            field,
+            format!("at most {} bindings", domain::policy::GRANTORS_PER_SETTLEMENT_MAX),
+        ));
+    }
+    texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| binding_id(&format!("{field}[{index}]"), text))
+        .collect()
 }

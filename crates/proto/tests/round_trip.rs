@@ -34,6 +34,10 @@ fn bureau_request_through_bytes(request: ClientRequest) -> Result<ClientRequest,
         BureauRequest::Unbind(m) => BureauRequest::Unbind(again(m)),
         BureauRequest::Settle(m) => BureauRequest::Settle(again(m)),
         BureauRequest::Refund(m) => BureauRequest::Refund(again(m)),
+        BureauRequest::SetOrder(m) => BureauRequest::SetOrder(again(m)),
+        BureauRequest::SetLimits(m) => BureauRequest::SetLimits(again(m)),
+        BureauRequest::Cancel(m) => BureauRequest::Cancel(again(m)),
+        BureauRequest::Reverse(m) => BureauRequest::Reverse(again(m)),
     };
     ClientRequest::try_from(wire)
 }
@@ -49,6 +53,8 @@ fn bureau_reply_through_bytes(reply: ClientReply) -> Result<ClientReply, Convert
         BureauReply::Unbound(m) => BureauReply::Unbound(again(m)),
         BureauReply::Settled(m) => BureauReply::Settled(again(m)),
         BureauReply::Refunded(m) => BureauReply::Refunded(again(m)),
+        BureauReply::Ordered(m) => BureauReply::Ordered(again(m)),
+        BureauReply::LimitsSet(m) => BureauReply::LimitsSet(again(m)),
     };
     ClientReply::try_from(wire)
 }

@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 
 use crate::Failure;
 
+#[path = "import.rs"]
+mod import;
+
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// The node's configuration file (its address and the bureau certificate are taken from it).
@@ -59,6 +62,33 @@ enum CtlCommand {
     },
     /// Settle a bill's self-pay part for a patient insured in this province.
     Settle(SettleArgs),
+    /// Set the family's order of a grantee's grantors (first payer first).
+    Order {
+        #[arg(long)]
+        grantee: PersonId,
+        /// Binding ids, comma-separated, first payer first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        bindings: Vec<BindingId>,
+    },
+    /// Change a binding's limits (omitted limits are removed).
+    Limits {
+        #[arg(long)]
+        binding: BindingId,
+        #[arg(long)]
+        per_settlement: Option<Money>,
+        #[arg(long)]
+        monthly: Option<Money>,
+    },
+    /// Cancel a settlement (like interface 2208): refund all still unrefunded, exactly once.
+    Cancel {
+        #[arg(long)]
+        settlement: SettlementId,
+    },
+    /// Reverse a message by its original id (冲正, like interface 2601).
+    Reverse {
+        #[arg(long)]
+        message: SettlementId,
+    },
     /// Refund all or part of a settlement, exactly once per refund id.
     Refund {
         #[arg(long)]
@@ -69,6 +99,11 @@ enum CtlCommand {
         #[arg(long)]
         amount: Option<Money>,
     },
+    /// Bulk import from the bureau's CSV export (see docs/operations.md).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    /// Credits (划入) from CSV: credit_id,person,amount_yuan; each applied once per credit id.
+    CreditBatch(import::FileArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +303,8 @@ async fn execute(config: NodeConfig, command: CtlCommand, json_out: bool) -> Res
     let province = config.province;
     let mut conn = BureauConn::connect(&config).await.context("connecting to the node")?;
     let reply = match command {
+        CtlCommand::Import(command) => return import::run_import(conn, province, command, json_out).await,
+        CtlCommand::CreditBatch(file) => return import::run_credits(conn, province, file, json_out).await,
         CtlCommand::Account(AccountCommand::Show { person }) => {
             let account = conn
                 .account(&person)
@@ -402,6 +439,28 @@ async fn execute(config: NodeConfig, command: CtlCommand, json_out: bool) -> Res
                 other => other,
             }
         }
+        CtlCommand::Order { grantee, bindings } => {
+            call(&mut conn, ClientRequest::SetOrder { grantee, bindings }).await?
+        }
+        CtlCommand::Limits {
+            binding,
+            per_settlement,
+            monthly,
+        } => {
+            call(
+                &mut conn,
+                ClientRequest::SetLimits {
+                    binding,
+                    limits: Limits {
+                        per_settlement,
+                        monthly,
+                    },
+                },
+            )
+            .await?
+        }
+        CtlCommand::Cancel { settlement } => call(&mut conn, ClientRequest::Cancel { settlement }).await?,
+        CtlCommand::Reverse { message } => call(&mut conn, ClientRequest::Reverse { message }).await?,
         CtlCommand::Refund { settlement, id, amount } => {
             call(
                 &mut conn,
@@ -476,6 +535,23 @@ fn print_reply(reply: &ClientReply, json_out: bool) -> Result<(), Failure> {
                 print_receipt(receipt);
             }
             receipt_json(receipt)
+        }
+        ClientReply::Ordered { grantee, bindings } => {
+            let ids: Vec<String> = bindings.iter().map(ToString::to_string).collect();
+            if !json_out {
+                println!("{grantee}'s grantors now pay in this order: {}", ids.join(", "));
+            }
+            json!({ "grantee": grantee.to_string(), "bindings": ids })
+        }
+        ClientReply::LimitsSet { binding, limits } => {
+            if !json_out {
+                println!(
+                    "binding {binding}: limits per settlement {:?}, monthly {:?}",
+                    limits.per_settlement.map(|m| m.to_string()),
+                    limits.monthly.map(|m| m.to_string())
+                );
+            }
+            json!({ "binding_id": binding.to_string(), "limit_per_settlement_fen": limits.per_settlement.map(Money::fen), "limit_monthly_fen": limits.monthly.map(Money::fen) })
         }
         ClientReply::Refunded(receipt) => {
             if !json_out {

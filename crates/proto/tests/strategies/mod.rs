@@ -460,6 +460,11 @@ pub fn client_request() -> impl Strategy<Value = ClientRequest> {
         binding_id().prop_map(|binding| ClientRequest::Unbind { binding }),
         settle_request().prop_map(ClientRequest::Settle),
         refund_request().prop_map(ClientRequest::Refund),
+        (person(), proptest::collection::vec(binding_id(), 0..4))
+            .prop_map(|(grantee, bindings)| ClientRequest::SetOrder { grantee, bindings }),
+        (binding_id(), limits()).prop_map(|(binding, limits)| ClientRequest::SetLimits { binding, limits }),
+        settlement_id().prop_map(|settlement| ClientRequest::Cancel { settlement }),
+        settlement_id().prop_map(|message| ClientRequest::Reverse { message }),
     ]
 }
 
@@ -476,5 +481,8 @@ pub fn client_reply() -> impl Strategy<Value = ClientReply> {
         binding_id().prop_map(|binding| ClientReply::Unbound { binding }),
         receipt().prop_map(ClientReply::Settled),
         refund_receipt().prop_map(ClientReply::Refunded),
+        (person(), proptest::collection::vec(binding_id(), 0..4))
+            .prop_map(|(grantee, bindings)| ClientReply::Ordered { grantee, bindings }),
+        (binding_id(), limits()).prop_map(|(binding, limits)| ClientReply::LimitsSet { binding, limits }),
     ]
 }
