@@ -42,6 +42,7 @@ pub use time::Now;
 
 pub mod accounts;
 pub mod bindings;
+pub mod clearing;
 pub mod config;
 pub mod coordinator;
 pub mod effects;

@@ -127,6 +127,35 @@ impl BureauConn {
         reply.into_bindings().map_err(invalid_reply)
     }
 
+    /// A page of a person's history, newest first (`before_seq` 0: from the newest).
+    pub async fn records(&mut self, person: &PersonId, before_seq: u64, limit: u32) -> Result<pb::RecordsPage, Status> {
+        let request = pb::RecordsRequest {
+            person: person.to_string(),
+            before_seq,
+            limit,
+        };
+        Ok(self.client.records(request).await?.into_inner())
+    }
+
+    /// This province's net positions against every peer for `[from_ms, to_ms)`.
+    pub async fn clearing(&mut self, from_ms: i64, to_ms: i64) -> Result<pb::ClearingReport, Status> {
+        Ok(self
+            .client
+            .clearing(pb::ClearingRequest { from_ms, to_ms })
+            .await?
+            .into_inner())
+    }
+
+    /// Leg-by-leg reconciliation with `peer` for `[from_ms, to_ms)`.
+    pub async fn reconcile(&mut self, peer: Province, from_ms: i64, to_ms: i64) -> Result<pb::ReconcileReport, Status> {
+        let request = pb::ReconcileRequest {
+            peer: peer.code(),
+            from_ms,
+            to_ms,
+        };
+        Ok(self.client.reconcile(request).await?.into_inner())
+    }
+
     /// Waits until the node answers (any answer from the bureau API counts), up to `timeout`.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), Status> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -10,9 +10,11 @@ use exchange_core::message::{ClientReply, PeerMessage};
 use exchange_core::node::Input;
 use exchange_core::{ClientError, ErrorKind, Province};
 use exchange_pki::RevocationList;
+use exchange_proto::pb::exchange_client::ExchangeClient;
 use exchange_store::Store;
 use ractor::ActorRef;
 use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
 
 use crate::clock::Clock;
 use crate::config::NodeConfig;
@@ -100,6 +102,8 @@ pub struct NodeContext {
     pub failure: Mutex<Option<String>>,
     /// What each peer link last reported.
     pub links: Mutex<BTreeMap<Province, LinkStatus>>,
+    /// A client of each peer's `Exchange` service (cheap to clone: one shared channel).
+    pub peer_clients: BTreeMap<Province, ExchangeClient<Channel>>,
 }
 
 /// The state of one peer link, as the monitor sees it.

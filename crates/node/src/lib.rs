@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod peer;
+pub mod records;
 pub mod route;
 pub mod runtime;
 pub mod services;

@@ -39,8 +39,28 @@ pub struct PeerLink;
 pub struct PeerArgs {
     pub ctx: Context,
     pub province: Province,
-    pub address: String,
-    pub tls: ClientTlsConfig,
+    /// The client of the peer's `Exchange` service, over the channel of [`peer_client`].
+    pub client: ExchangeClient<Channel>,
+}
+
+/// The one HTTP/2 channel to a peer province's node, shared by its link (the protocol's
+/// messages) and by queries (reconciliation): lazy, so it comes up when the peer does and
+/// reconnects by itself; keep-alive, so a silent partition is noticed.
+pub fn peer_client(
+    address: &str,
+    tls: ClientTlsConfig,
+    connect_timeout_ms: u64,
+) -> Result<ExchangeClient<Channel>, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("https://{address}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_millis(connect_timeout_ms))
+        .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
+        .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    Ok(ExchangeClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(exchange_proto::MESSAGE_SIZE_MAX_BYTES)
+        .max_encoding_message_size(exchange_proto::MESSAGE_SIZE_MAX_BYTES))
 }
 
 #[derive(Debug)]
@@ -102,18 +122,7 @@ impl Actor for PeerLink {
     type Arguments = PeerArgs;
 
     async fn pre_start(&self, _myself: ActorRef<PeerMsg>, args: PeerArgs) -> Result<PeerState, ActorProcessingErr> {
-        let endpoint = Endpoint::from_shared(format!("https://{}", args.address))?
-            .tls_config(args.tls)?
-            .connect_timeout(Duration::from_millis(args.ctx.config.tuning.rpc_timeout_ms))
-            .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
-            .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
-        // Lazy: the link comes up when the peer does, and reconnects by itself.
-        let channel = endpoint.connect_lazy();
-        let client = ExchangeClient::new(channel)
-            .max_decoding_message_size(exchange_proto::MESSAGE_SIZE_MAX_BYTES)
-            .max_encoding_message_size(exchange_proto::MESSAGE_SIZE_MAX_BYTES);
+        let client = args.client;
         let label = args.province.to_string();
         args.ctx.metrics.link_up(&label, false);
         Ok(PeerState {

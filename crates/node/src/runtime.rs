@@ -79,6 +79,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         ..StoreConfig::default()
     };
     let store = Store::open(&config.data_dir, &store_config)?;
+    let mut peer_clients = BTreeMap::new();
+    for peer in &config.peers {
+        let tls = server_files.client_tls_config(peer.province)?;
+        let client = crate::peer::peer_client(&peer.address, tls, config.tuning.rpc_timeout_ms)?;
+        peer_clients.insert(peer.province, client);
+    }
     let (outbound, outbound_receiver) = mpsc::channel(OUTBOUND_QUEUE_MAX);
     let ctx: Context = Arc::new(NodeContext {
         province: config.province,
@@ -96,22 +102,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         revocations,
         failure: Mutex::new(None),
         links: Mutex::new(BTreeMap::new()),
+        peer_clients,
         config,
     });
     tokio::spawn(dispatch::run(ctx.clone(), outbound_receiver));
-    for peer in &ctx.config.peers {
-        let tls = server_files.client_tls_config(peer.province)?;
+    for (province, client) in &ctx.peer_clients {
         let args = PeerArgs {
             ctx: ctx.clone(),
-            province: peer.province,
-            address: peer.address.clone(),
-            tls,
+            province: *province,
+            client: client.clone(),
         };
         let (link, _handle) = Actor::spawn(None, PeerLink, args)
             .await
             .map_err(|error| NodeError::Actor(error.to_string()))?;
         if let Ok(mut peers) = ctx.peers.write() {
-            peers.insert(peer.province, link);
+            peers.insert(*province, link);
         }
     }
     let (supervisor, _handle) = Actor::spawn(None, Supervisor, ctx.clone())

@@ -63,6 +63,24 @@ impl Exchange for ExchangeService {
         }
         Ok(Response::new(pb::DeliverReply { accepted }))
     }
+
+    async fn journal(&self, request: Request<pb::JournalQuery>) -> Result<Response<pb::JournalPage>, Status> {
+        // A node reads only its own province's side of the legs it shares with this one.
+        let peer = match identity(&self.ctx, &request)? {
+            PeerIdentity::Node(province) if province != self.ctx.province => province,
+            other => {
+                return Err(Status::permission_denied(format!(
+                    "{other} may not read a peer's journal"
+                )));
+            }
+        };
+        let ctx = self.ctx.clone();
+        let query = request.into_inner();
+        let page = tokio::task::spawn_blocking(move || crate::records::journal_for_peer(&ctx, peer, &query))
+            .await
+            .map_err(|error| Status::internal(format!("journal scan: {error}")))??;
+        Ok(Response::new(page))
+    }
 }
 
 /// The province's own bureau and hospitals.
@@ -240,6 +258,32 @@ impl Bureau for BureauService {
 
     async fn reverse(&self, request: Request<pb::ReverseRequest>) -> Result<Response<pb::RefundReceipt>, Status> {
         bureau_call!(self, request, "reverse", Reverse, Refunded)
+    }
+
+    async fn records(&self, request: Request<pb::RecordsRequest>) -> Result<Response<pb::RecordsPage>, Status> {
+        self.authorize(&request)?;
+        let ctx = self.ctx.clone();
+        let request = request.into_inner();
+        let page = tokio::task::spawn_blocking(move || crate::records::records(&ctx, request))
+            .await
+            .map_err(|error| Status::internal(format!("records: {error}")))??;
+        Ok(Response::new(page))
+    }
+
+    async fn clearing(&self, request: Request<pb::ClearingRequest>) -> Result<Response<pb::ClearingReport>, Status> {
+        self.authorize(&request)?;
+        let ctx = self.ctx.clone();
+        let request = request.into_inner();
+        let report = tokio::task::spawn_blocking(move || crate::records::clearing(&ctx, request))
+            .await
+            .map_err(|error| Status::internal(format!("clearing: {error}")))??;
+        Ok(Response::new(report))
+    }
+
+    async fn reconcile(&self, request: Request<pb::ReconcileRequest>) -> Result<Response<pb::ReconcileReport>, Status> {
+        self.authorize(&request)?;
+        let report = crate::records::reconcile(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(report))
     }
 }
 

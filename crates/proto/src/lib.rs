@@ -32,6 +32,7 @@ pub mod pb {
 }
 
 mod bureau;
+mod clearing;
 mod common;
 mod error;
 mod fields;
@@ -41,6 +42,7 @@ pub mod service;
 pub mod status;
 
 pub use bureau::{BureauReply, BureauRequest, bureau_reply_to_wire};
+pub use clearing::PERIOD_LEN_MAX_MS;
 pub use common::{
     binding_kind_from_wire, binding_kind_to_wire, document_kind_from_wire, document_kind_to_wire, refusal_from_wire,
     refusal_to_wire, relation_from_wire, relation_to_wire, scheme_from_wire, scheme_to_wire,

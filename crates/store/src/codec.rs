@@ -7,6 +7,7 @@
 //! Encoding is deterministic for the core's types (no hash maps), so encoded domain values are
 //! usable as keys; they are never range-scanned, so their byte order does not matter.
 
+use exchange_core::person::PERSON_ID_LEN;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -71,6 +72,16 @@ pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
 /// Journal key: the sequence number, big-endian so byte order is numeric order.
 pub(crate) fn journal_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
+}
+
+/// A key of the per-account journal index: the person id, then the sequence number
+/// big-endian, so one person's entries are contiguous and in journal order.
+pub(crate) fn account_journal_key(person: &[u8; PERSON_ID_LEN], seq: u64) -> [u8; PERSON_ID_LEN + 8] {
+    let mut key = [0u8; PERSON_ID_LEN + 8];
+    let (head, tail) = key.split_at_mut(PERSON_ID_LEN);
+    head.copy_from_slice(person);
+    tail.copy_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// Reads an 8-byte big-endian integer (a journal key or a meta counter).

@@ -9,12 +9,12 @@ use exchange_core::account::Account;
 use exchange_core::binding::Binding;
 use exchange_core::ids::{BindingId, CreditId, LegId, RefundId, SettlementId};
 use exchange_core::ledger::{LedgerView, Write};
-use exchange_core::person::PersonId;
+use exchange_core::person::{PERSON_ID_LEN, PersonId};
 use exchange_core::records::{CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::codec::{decode, decode_u64, encode_key, encode_value, journal_key};
+use crate::codec::{account_journal_key, decode, decode_u64, encode_key, encode_value, journal_key};
 use crate::durability::{Durability, StoreStats};
 use crate::error::StoreError;
 use crate::{
@@ -65,11 +65,14 @@ enum TreeName {
     Outbox,
     Credits,
     Journal,
+    /// The journal by account: key = person id (18 bytes) + sequence number (big-endian),
+    /// empty value; so a person's history is one range scan, newest first.
+    AccountJournal,
     Meta,
 }
 
 impl TreeName {
-    const ALL: [TreeName; 13] = [
+    const ALL: [TreeName; 14] = [
         TreeName::Accounts,
         TreeName::Bindings,
         TreeName::BindingCopies,
@@ -82,6 +85,7 @@ impl TreeName {
         TreeName::Outbox,
         TreeName::Credits,
         TreeName::Journal,
+        TreeName::AccountJournal,
         TreeName::Meta,
     ];
 
@@ -99,6 +103,7 @@ impl TreeName {
             TreeName::Outbox => "outbox",
             TreeName::Credits => "credits",
             TreeName::Journal => "journal",
+            TreeName::AccountJournal => "account_journal",
             TreeName::Meta => "meta",
         }
     }
@@ -174,6 +179,8 @@ enum Op {
     },
     Journal {
         value: Vec<u8>,
+        /// The account the entry concerns, for the per-account index.
+        account: Option<[u8; PERSON_ID_LEN]>,
     },
 }
 
@@ -287,6 +294,7 @@ fn encode_writes(writes: &[Write]) -> Result<(Vec<FenceCheck<'_>>, Vec<Op>), Sto
             },
             Write::Journal(entry) => Op::Journal {
                 value: encode_value("journal entry", entry)?,
+                account: entry.account.map(|person| *person.as_bytes()),
             },
         };
         ops.push(op);
@@ -325,8 +333,12 @@ fn run_transaction(
             Op::Remove { tree, key } => {
                 tx_tree(view, *tree)?.remove(key.as_slice())?;
             }
-            Op::Journal { value } => {
+            Op::Journal { value, account } => {
                 tx_tree(view, TreeName::Journal)?.insert(&journal_key(next_seq), value.as_slice())?;
+                if let Some(person) = account {
+                    tx_tree(view, TreeName::AccountJournal)?
+                        .insert(account_journal_key(person, next_seq).as_slice(), &[])?;
+                }
                 journal_seqs.push(next_seq);
                 next_seq = match next_seq.checked_add(1) {
                     Some(seq) => seq,
@@ -498,6 +510,41 @@ impl Store {
                 Ok((decode_u64(name, &key)?, decode(name, &value)?))
             })
             .collect()
+    }
+
+    /// Up to `limit` (at most `JOURNAL_PAGE_LEN_MAX`) journal entries of `person`'s account
+    /// with sequence numbers below `seq_before` (0: from the newest), newest first.
+    pub fn journal_of_account(
+        &self,
+        person: &PersonId,
+        seq_before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, JournalEntry)>, StoreError> {
+        let index = TreeName::AccountJournal.name();
+        let start = account_journal_key(person.as_bytes(), 0);
+        let end = account_journal_key(person.as_bytes(), if seq_before == 0 { u64::MAX } else { seq_before });
+        let mut page = Vec::new();
+        for key in self.tree(TreeName::AccountJournal).range(start..end).keys().rev() {
+            if page.len() >= limit.min(JOURNAL_PAGE_LEN_MAX) {
+                break;
+            }
+            let key = key?;
+            let seq_bytes = key.get(PERSON_ID_LEN..).ok_or_else(|| StoreError::Corrupt {
+                tree: index,
+                detail: format!("index key of {} bytes", key.len()),
+            })?;
+            let seq = decode_u64(index, seq_bytes)?;
+            match self.tree(TreeName::Journal).get(journal_key(seq))? {
+                Some(value) => page.push((seq, decode(TreeName::Journal.name(), &value)?)),
+                None => {
+                    return Err(StoreError::Corrupt {
+                        tree: index,
+                        detail: format!("journal entry {seq} is indexed but missing"),
+                    });
+                }
+            }
+        }
+        Ok(page)
     }
 
     /// The sequence number of the last journal entry (0 if the journal is empty).

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use exchange_core::ledger::{LedgerView, Write};
+use exchange_core::records::JournalEntry;
 use exchange_store::{StoreError, WRITE_SET_LEN_MAX};
 
 #[test]
@@ -241,6 +242,25 @@ fn journal_is_gap_free_and_monotonic_across_reopen() {
     assert_eq!(store.journal_from(3, 2).unwrap(), all[3..5].to_vec());
     assert_eq!(store.journal_from(u64::MAX, 10).unwrap(), vec![]);
     assert_eq!(store.journal_from(expected_seq - 1, 10).unwrap(), vec![]);
+    // The per-account index: every entry of one person, newest first, paged by sequence.
+    for who in 0..4u64 {
+        let mut mine: Vec<(u64, JournalEntry)> = all
+            .iter()
+            .filter(|(_, entry)| entry.account == Some(person(who)))
+            .cloned()
+            .collect();
+        mine.reverse();
+        assert!(!mine.is_empty());
+        assert_eq!(store.journal_of_account(&person(who), 0, usize::MAX).unwrap(), mine);
+        let first_page = store.journal_of_account(&person(who), 0, 2).unwrap();
+        assert_eq!(first_page, mine[..2.min(mine.len())].to_vec());
+        let before = first_page.last().unwrap().0;
+        assert_eq!(
+            store.journal_of_account(&person(who), before, usize::MAX).unwrap(),
+            mine[first_page.len()..].to_vec()
+        );
+    }
+    assert_eq!(store.journal_of_account(&person(9), 0, 10).unwrap(), vec![]);
 }
 
 #[test]

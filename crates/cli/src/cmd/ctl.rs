@@ -20,6 +20,8 @@ use crate::Failure;
 
 #[path = "import.rs"]
 mod import;
+#[path = "ledger.rs"]
+mod ledger;
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -104,6 +106,14 @@ enum CtlCommand {
     Import(import::ImportCommand),
     /// Credits (划入) from CSV: credit_id,person,amount_yuan; each applied once per credit id.
     CreditBatch(import::FileArgs),
+    /// A person's history, newest first and paginated: as grantor, every use of their money
+    /// by each relative (when, where, how much, which settlement).
+    Records(ledger::RecordsArgs),
+    /// Net positions (清算) against every peer province for a period, from this node's journal.
+    Clearing(ledger::PeriodArgs),
+    /// Compare this node's journal with a peer's leg by leg for a period (对账): totals, the
+    /// net amount owed, every mismatch; exit code 1 on a mismatch.
+    Reconcile(ledger::ReconcileArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +315,9 @@ async fn execute(config: NodeConfig, command: CtlCommand, json_out: bool) -> Res
     let reply = match command {
         CtlCommand::Import(command) => return import::run_import(conn, province, command, json_out).await,
         CtlCommand::CreditBatch(file) => return import::run_credits(conn, province, file, json_out).await,
+        CtlCommand::Records(args) => return ledger::records(&mut conn, args, json_out).await,
+        CtlCommand::Clearing(args) => return ledger::clearing(&mut conn, args, json_out).await,
+        CtlCommand::Reconcile(args) => return ledger::reconcile(&mut conn, args, json_out).await,
         CtlCommand::Account(AccountCommand::Show { person }) => {
             let account = conn
                 .account(&person)
