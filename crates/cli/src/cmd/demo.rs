@@ -2,8 +2,11 @@
 //! loopback (generated certificates, sled stores in a temporary directory, mutual-TLS gRPC),
 //! a scripted family whose bill is paid across provinces, a few hundred random settlements and
 //! refunds, and a summary with a conservation check against a model kept by this client.
+//! With `--keep-running` the cluster stays up with the national monitor beside it (in this
+//! process), until Ctrl-C or SIGTERM stops both.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -12,11 +15,13 @@ use exchange_core::binding::{BindRequest, DocumentKind, Evidence};
 use exchange_core::message::{ClientReply, ClientRequest};
 use exchange_core::records::{Receipt, RefundReceipt, RefundRequest, SettleRequest};
 use exchange_core::{BindingKind, Limits, Money, PersonId, Province, RefundId, Region, Relation, Scheme, SettlementId};
+use exchange_monitor::{MonitorError, MonitorHandle};
 use exchange_node::client::BureauConn;
 use exchange_node::cluster::{ClusterOptions, LocalCluster};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::ctl::receipt_json;
 use crate::Failure;
@@ -25,13 +30,18 @@ use crate::Failure;
 const DEMO_PROVINCES: [u32; 3] = [110000, 500000, 510000];
 /// Hospital requests in flight at once.
 const CONCURRENCY: usize = 16;
+/// The monitor's usual dashboard port (`nodes/monitor.toml`); any free port when it is taken.
+const MONITOR_PORT: u16 = 7900;
+/// The monitor's JSON endpoints the demo prints.
+const API_ENDPOINTS: [&str; 4] = ["flows", "health", "clearing", "alerts"];
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
-    /// Leave the cluster running and print its addresses (Ctrl-C stops it).
+    /// Leave the cluster running with the national monitor beside it, and print the dashboard
+    /// URL and the nodes' addresses (Ctrl-C or SIGTERM stops them).
     #[arg(long)]
     keep_running: bool,
     /// Random settlements after the scripted family.
@@ -182,8 +192,49 @@ fn adult(province: Province, serial: u64) -> PersonId {
     PersonId::synthetic(province.code(), 5_000_000 + serial)
 }
 
+/// Ctrl-C and SIGTERM, listened to from the start: the demo stops its nodes (and the monitor)
+/// and removes its temporary directory whenever it is stopped, not only at the end.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        })
+    }
+
+    /// Waits for either signal and names it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "interrupted (Ctrl-C)",
+            _ = self.terminate.recv() => "terminated (SIGTERM)",
+        }
+    }
+}
+
+/// What the scripted family and the random workload left behind.
+struct Outcome {
+    family_receipt: Receipt,
+    model: Model,
+    mismatches: Vec<String>,
+    held_total: u64,
+    settled: usize,
+    workload_secs: f64,
+}
+
+impl Outcome {
+    fn conserved(&self) -> bool {
+        self.mismatches.is_empty() && self.held_total == 0
+    }
+}
+
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    let mut stop = StopSignals::install()?;
     let dir = tempfile::Builder::new()
         .prefix("exchange-demo-")
         .tempdir()
@@ -200,19 +251,105 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             dir.path().display()
         );
     }
-    let cluster = LocalCluster::launch(
-        &exe,
-        dir.path(),
-        &provinces,
-        &ClusterOptions {
-            metrics: true,
-            ..ClusterOptions::default()
-        },
-    )
-    .await
-    .context("launching the cluster")?;
+    // The cluster lives inside this future until it completes: a signal drops it, and dropping
+    // a `LocalCluster` stops its node processes (SIGTERM, then SIGKILL after a grace period).
+    let run = async {
+        let cluster = LocalCluster::launch(
+            &exe,
+            dir.path(),
+            &provinces,
+            &ClusterOptions {
+                metrics: true,
+                ..ClusterOptions::default()
+            },
+        )
+        .await
+        .context("launching the cluster")?;
+        let outcome = workload(&args, &cluster, &provinces).await?;
+        Ok::<_, anyhow::Error>((cluster, outcome))
+    };
+    let (cluster, outcome) = tokio::select! {
+        result = run => result?,
+        signal = stop.recv() => bail!("{signal} before the demo finished; its nodes were stopped"),
+    };
+    let monitor = if args.keep_running {
+        Some(start_monitor(&cluster).await?)
+    } else {
+        None
+    };
+    report(&args, &provinces, &outcome, &cluster, monitor.as_ref(), started)?;
+    if let Some(monitor) = monitor {
+        print_running(&args, &cluster, &monitor);
+        let signal = stop.recv().await;
+        if args.json {
+            eprintln!("{signal}: stopping the monitor and the nodes");
+        } else {
+            println!("\n{signal}: stopping the monitor and the nodes");
+        }
+        if let Err(error) = monitor.shutdown().await {
+            eprintln!("warning: the monitor's last snapshot was not written: {error}");
+        }
+    }
+    drop(cluster);
+    if !outcome.conserved() {
+        bail!(
+            "balances do not match the model: {} mismatches, {} fen still held",
+            outcome.mismatches.len(),
+            outcome.held_total
+        );
+    }
+    Ok(())
+}
+
+/// Starts the national monitor over the cluster, in this process: on the monitor's usual
+/// `127.0.0.1:7900` when it is free, otherwise on any free port.
+async fn start_monitor(cluster: &LocalCluster) -> anyhow::Result<MonitorHandle> {
+    let preferred = SocketAddr::from(([127, 0, 0, 1], MONITOR_PORT));
+    let handle = match exchange_monitor::spawn_for_cluster(cluster, preferred).await {
+        Err(MonitorError::Io(_)) => {
+            exchange_monitor::spawn_for_cluster(cluster, SocketAddr::from(([127, 0, 0, 1], 0))).await
+        }
+        other => other,
+    };
+    handle.context("starting the national monitor")
+}
+
+/// The URL of one of the monitor's JSON endpoints.
+fn api_url(monitor: &MonitorHandle, endpoint: &str) -> String {
+    format!("http://{}/api/{endpoint}", monitor.addr)
+}
+
+/// The addresses of the running cluster and monitor, once the summary is out.
+fn print_running(args: &DemoArgs, cluster: &LocalCluster, monitor: &MonitorHandle) {
+    if args.json {
+        eprintln!(
+            "The cluster and the national monitor ({}) keep running. Ctrl-C or SIGTERM stops them.",
+            monitor.url()
+        );
+        return;
+    }
+    println!("\nThe cluster and the national monitor keep running. Ctrl-C (or SIGTERM) stops them.");
+    println!("  dashboard          {}", monitor.url());
+    for endpoint in API_ENDPOINTS {
+        println!("  API                {}", api_url(monitor, endpoint));
+    }
+    for node in cluster.nodes.values() {
+        println!(
+            "  {} {:<10} gRPC https://{}  metrics http://{}/metrics  config {}",
+            node.province,
+            node.province.name(),
+            node.addr,
+            node.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
+            node.config_path.display()
+        );
+    }
+}
+
+/// The scripted family, then the random families, settlements and refunds, then the check of
+/// every balance against the model.
+async fn workload(args: &DemoArgs, cluster: &LocalCluster, provinces: &[Province]) -> anyhow::Result<Outcome> {
     let mut conns = BTreeMap::new();
-    for p in &provinces {
+    for p in provinces {
         conns.insert(*p, cluster.conn(*p).await?);
     }
     let [beijing, chongqing, sichuan] = [provinces[0], provinces[1], provinces[2]];
@@ -411,7 +548,35 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let conserved = mismatches.is_empty() && held_total == 0;
+    Ok(Outcome {
+        family_receipt,
+        model,
+        mismatches,
+        held_total,
+        settled: done,
+        workload_secs,
+    })
+}
+
+/// The summary, as text or as one JSON object (with the monitor's and the nodes' addresses
+/// when they keep running).
+fn report(
+    args: &DemoArgs,
+    provinces: &[Province],
+    outcome: &Outcome,
+    cluster: &LocalCluster,
+    monitor: Option<&MonitorHandle>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let Outcome {
+        family_receipt,
+        model,
+        mismatches,
+        held_total,
+        settled,
+        workload_secs,
+    } = outcome;
+    let conserved = outcome.conserved();
     let mut balances_by_province: BTreeMap<Province, i128> = BTreeMap::new();
     for (home, balance) in model.balances.values() {
         *balances_by_province.entry(*home).or_default() += balance;
@@ -425,9 +590,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .sum();
     let cash_fen: u64 = model.receipts.iter().map(|r| r.cash_paid.fen()).sum();
     if args.json {
-        let value = json!({
+        let mut value = json!({
             "provinces": provinces.iter().map(|p| json!({"code": p.code(), "name": p.name()})).collect::<Vec<_>>(),
-            "family_receipt": receipt_json(&family_receipt),
+            "family_receipt": receipt_json(family_receipt),
             "settlements": model.receipts.len(),
             "settlements_with_mutual_aid": cross,
             "refunds": model.refunds.len(),
@@ -438,9 +603,38 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "held_fen": held_total,
             "mismatches": mismatches,
             "conserved": conserved,
-            "settlements_per_s": (done as f64) / workload_secs.max(1e-9),
+            "settlements_per_s": (*settled as f64) / workload_secs.max(1e-9),
             "elapsed_s": started.elapsed().as_secs_f64(),
+            "keep_running": args.keep_running,
         });
+        if let (Some(monitor), Some(object)) = (monitor, value.as_object_mut()) {
+            object.insert("dashboard_url".into(), json!(monitor.url()));
+            object.insert(
+                "api_urls".into(),
+                API_ENDPOINTS
+                    .iter()
+                    .map(|e| ((*e).to_string(), json!(api_url(monitor, e))))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            );
+            object.insert(
+                "nodes".into(),
+                cluster
+                    .nodes
+                    .values()
+                    .map(|node| {
+                        json!({
+                            "province": node.province.code(),
+                            "name": node.province.name(),
+                            "grpc": node.addr.to_string(),
+                            "metrics_url": node.metrics_addr.map(|a| format!("http://{a}/metrics")),
+                            "config": node.config_path.display().to_string(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
+        }
         println!("{value}");
     } else {
         println!(
@@ -473,31 +667,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             );
         }
         println!("\nconserved: {}", if conserved { "yes" } else { "NO" });
-        for mismatch in &mismatches {
+        for mismatch in mismatches {
             println!("  {mismatch}");
         }
         println!("({:.1} s in all)", started.elapsed().as_secs_f64());
-    }
-    if args.keep_running {
-        println!("\nThe cluster keeps running. Ctrl-C stops it.");
-        for node in cluster.nodes.values() {
-            println!(
-                "  {} {:<10} gRPC https://{}  metrics http://{}/metrics  config {}",
-                node.province,
-                node.province.name(),
-                node.addr,
-                node.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
-                node.config_path.display()
-            );
+        if !args.keep_running {
+            println!("(`exchange demo --keep-running` leaves the cluster up with the national monitor's dashboard)");
         }
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    }
-    drop(cluster);
-    if !conserved {
-        bail!(
-            "balances do not match the model: {} mismatches, {held_total} fen still held",
-            mismatches.len()
-        );
     }
     Ok(())
 }
