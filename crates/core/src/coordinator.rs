@@ -24,6 +24,7 @@ use crate::ledger::{LedgerView, Write};
 use crate::message::{ClientReply, LegOutcome, PeerMessage, Prepare, Vote};
 use crate::money::Money;
 use crate::outbox::{AckKey, Deliveries, Pending};
+use crate::participant::LEG_INDEX_MAX;
 use crate::person::PersonId;
 use crate::plan::{Candidate, OwnAccount, PlanInput, plan};
 use crate::policy::{GRANTORS_PER_SETTLEMENT_MAX, GrantorOrder};
@@ -425,6 +426,8 @@ impl Coordinator {
                     province: g.province,
                     available: held,
                     balance_for_order: balance,
+                    // The participant applied the limits to what it held, counting the
+                    // settlement's earlier rounds too, so the votes already respect them.
                     per_settlement_limit: None,
                     monthly_remaining: None,
                     position: g.position,
@@ -478,7 +481,12 @@ impl Coordinator {
                 })
                 .map(|index| (Target::Grantor(index), planned.cash))
                 .collect();
-            if !asks.is_empty() && now.mono_after(self.config.vote_timeout_ms) <= earliest_window {
+            // Participants refuse legs past `LEG_INDEX_MAX` (it bounds their per-settlement
+            // count); a configuration with more rounds than the protocol allows stops here.
+            let within_index = u32::from(inflight.next_index)
+                .checked_add(u32::try_from(asks.len()).unwrap_or(u32::MAX))
+                .is_some_and(|end| end <= u32::from(LEG_INDEX_MAX).saturating_add(1));
+            if !asks.is_empty() && within_index && now.mono_after(self.config.vote_timeout_ms) <= earliest_window {
                 self.start_round(&mut inflight, asks, now, effects);
                 self.inflight.insert(id.clone(), inflight);
                 return Ok(());

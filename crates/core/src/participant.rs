@@ -9,21 +9,40 @@ use crate::binding::{Binding, BindingKind, BindingStatus};
 use crate::config::ProtocolConfig;
 use crate::effects::{Effects, Note, TimerKind};
 use crate::error::HandlerError;
-use crate::ids::LegId;
+use crate::ids::{BindingId, LegId};
 use crate::ledger::{LedgerView, Write};
 use crate::message::{LegOutcome, PeerMessage, Prepare, Vote};
 use crate::money::Money;
 use crate::person::PersonId;
+use crate::policy::GRANTORS_PER_SETTLEMENT_MAX;
 use crate::reason::Refusal;
 use crate::records::{Fence, Hold, JournalEntry, JournalKind};
 use crate::region::Province;
-use crate::time::Now;
+use crate::time::{Now, YearMonth};
 
 type Outcome<V> = Result<Effects, HandlerError<<V as LedgerView>::Error>>;
 
 /// A prepare that passed every check: the account, its binding (none for the own account)
 /// and the amount to hold.
 type Checked = (crate::account::Account, Option<Binding>, Money);
+
+/// Most prepare rounds a coordinator may run (`ProtocolConfig::validate` refuses more).
+const ROUNDS_MAX: u16 = 4;
+
+/// The highest leg index a settlement attempt can use: the own account and up to
+/// `GRANTORS_PER_SETTLEMENT_MAX` grantors in the first round, the same grantors again in each
+/// later round. A participant refuses a leg beyond it, because that bound is what lets it find
+/// every other leg of the same settlement on an account (see `settlement_use`) by looking each
+/// one up, without an index by settlement.
+pub const LEG_INDEX_MAX: u16 = ROUNDS_MAX * GRANTORS_PER_SETTLEMENT_MAX as u16;
+
+/// The calendar month a new hold on `binding` counts in: this node's month, or the binding's
+/// counting month if that is later. The wall clock may step back (an NTP correction); the
+/// binding keeps one month's count, so moving back to the earlier month and forward again
+/// would restart the later month from zero and let it pay its limit twice.
+fn counting_month(binding: &Binding, now: Now) -> YearMonth {
+    now.month().max(binding.usage_month)
+}
 
 /// Participant logic for one node. Stateless: everything it knows is in the ledger.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +68,38 @@ impl Participant<'_> {
         view.fence(leg).map_err(storage)
     }
 
+    /// What the other legs of `leg`'s settlement attempt hold or committed on `binding`.
+    ///
+    /// They are the legs with the same coordinator, scope and account and another index (the
+    /// binding's grantor is the leg's account, so all of them route to this actor: the sum
+    /// cannot change under us). A hold counts until it is released or turned into a debit, a
+    /// debit counts what it took; so whatever order prepares, duplicates, commits and aborts
+    /// arrive in, holds plus debits of one settlement on one binding never exceed the limit.
+    /// Other attempts of the same settlement id are not counted: a coordinator that restarted
+    /// before deciding presumes abort for its old attempt, so only one attempt ever commits.
+    fn settlement_use<V: LedgerView>(
+        &self,
+        view: &V,
+        leg: &LegId,
+        binding: BindingId,
+    ) -> Result<Money, HandlerError<V::Error>> {
+        let mut used = Money::ZERO;
+        for index in (0..=LEG_INDEX_MAX).filter(|&i| i != leg.index) {
+            let sibling = LegId { index, ..leg.clone() };
+            let amount = match view.fence(&sibling).map_err(storage)? {
+                Some(Fence::Prepared(hold)) if hold.binding == Some(binding) => hold.amount,
+                Some(Fence::Committed {
+                    binding: Some(b),
+                    amount,
+                    ..
+                }) if b == binding => amount,
+                _ => Money::ZERO,
+            };
+            used = used.checked_add(amount)?;
+        }
+        Ok(used)
+    }
+
     /// Checks a prepare against the authority rules; `Err` is the refusal to vote.
     fn check_prepare<V: LedgerView>(
         &self,
@@ -57,6 +108,11 @@ impl Participant<'_> {
         prepare: &Prepare,
         now: Now,
     ) -> Result<Result<Checked, Refusal>, HandlerError<V::Error>> {
+        if prepare.leg.index > LEG_INDEX_MAX {
+            // No coordinator within the protocol's bounds makes such a leg, and holding on it
+            // would escape the per-settlement count.
+            return Ok(Err(Refusal::NotAuthorized));
+        }
         let Some(account) = view.account(&prepare.leg.account).map_err(storage)? else {
             return Ok(Err(Refusal::UnknownAccount));
         };
@@ -99,10 +155,13 @@ impl Participant<'_> {
         let mut limited = false;
         if let Some(binding) = &binding {
             if let Some(limit) = binding.limits.per_settlement {
-                limited |= limit < amount;
-                amount = amount.min(limit);
+                // The limit is per settlement, not per leg: a later round may ask the same
+                // binding again, so what this settlement already holds or took counts.
+                let left = limit.saturating_sub(self.settlement_use(view, &prepare.leg, binding.id)?);
+                limited |= left < amount;
+                amount = amount.min(left);
             }
-            if let Some(remaining) = binding.monthly_remaining(now.month()) {
+            if let Some(remaining) = binding.monthly_remaining(counting_month(binding, now)) {
                 limited |= remaining < amount;
                 amount = amount.min(remaining);
             }
@@ -202,8 +261,9 @@ impl Participant<'_> {
         };
         let available_before = account.available();
         account.hold(amount)?;
-        let month = now.month();
+        let mut month = now.month();
         if let Some(mut binding) = binding {
+            month = counting_month(&binding, now);
             if binding.usage_month != month {
                 binding.usage_month = month;
                 binding.usage_in_month = Money::ZERO;

@@ -11,6 +11,7 @@ use exchange_core::ledger::Write;
 use exchange_core::mem::MemLedger;
 use exchange_core::message::{ClientReply, ClientRequest, LegOutcome, PeerMessage, Prepare, Vote};
 use exchange_core::node::{Input, NodeCore};
+use exchange_core::participant::LEG_INDEX_MAX;
 use exchange_core::records::{Fence, JournalKind, Receipt, RefundRequest, SettleRequest};
 use exchange_core::{BindingId, BindingKind, Money, Now, PersonId, Policy, Province, Refusal, Region, Scheme};
 
@@ -592,10 +593,15 @@ fn grantor_id() -> PersonId {
 }
 
 fn leg(index: u16) -> LegId {
+    leg_in("S-x", index)
+}
+
+/// A leg of settlement `settlement` on the grantor of `participant_with_binding`.
+fn leg_in(settlement: &str, index: u16) -> LegId {
     LegId {
         coordinator: p(CHONGQING),
         scope: LegScope::Pay {
-            settlement: SettlementId::new("S-x").unwrap(),
+            settlement: SettlementId::new(settlement).unwrap(),
             attempt: 1,
         },
         index,
@@ -819,7 +825,7 @@ fn prepares_are_refused_for_foreign_coordinators_limits_and_frozen_accounts() {
             ..
         }
     ));
-    // Limits: per settlement 10, then the month has 5 left.
+    // Limits: per settlement 10, then the month has 5 left for another settlement.
     let first = node
         .handle(
             &ledger,
@@ -830,14 +836,14 @@ fn prepares_are_refused_for_foreign_coordinators_limits_and_frozen_accounts() {
     assert!(matches!(first.sends[0].1, PeerMessage::Vote { vote: Vote::Yes { held, .. }, .. } if held == yuan(10)));
     ledger.apply(&first.writes).unwrap();
     let mut second = prepare(grantor, grantee, binding, yuan(50));
-    second.leg = leg(1);
+    second.leg = leg_in("S-x2", 1);
     let effects = node
         .handle(&ledger, from_chongqing(PeerMessage::Prepare(second.clone())), now)
         .unwrap();
     assert!(matches!(effects.sends[0].1, PeerMessage::Vote { vote: Vote::Yes { held, .. }, .. } if held == yuan(5)));
     ledger.apply(&effects.writes).unwrap();
     let mut third = second.clone();
-    third.leg = leg(2);
+    third.leg = leg_in("S-x3", 1);
     let effects = node
         .handle(&ledger, from_chongqing(PeerMessage::Prepare(third)), now)
         .unwrap();
@@ -866,7 +872,7 @@ fn prepares_are_refused_for_foreign_coordinators_limits_and_frozen_accounts() {
         .unwrap();
     ledger.apply(&freeze.writes).unwrap();
     let mut fourth = second;
-    fourth.leg = leg(3);
+    fourth.leg = leg_in("S-x4", 1);
     let effects = node
         .handle(&ledger, from_chongqing(PeerMessage::Prepare(fourth)), now)
         .unwrap();
@@ -1115,4 +1121,180 @@ fn the_family_sets_the_order_and_the_grantor_changes_limits() {
         },
     );
     assert!(matches!(cluster.reply(twice), ClientReply::Error(e) if e.reason == "bad_order"));
+}
+
+/// A patient whose own leg fails after the coordinator planned on its balance, and one
+/// grantor in Beijing with `limits`: round 1 asks the son for 50 (what the own account's
+/// balance left), he holds all of it, the own leg is refused (frozen in between), so round 2
+/// asks the son again for the 50 shortfall.
+fn second_round_against(limits: Limits) -> (Cluster, PersonId, Receipt) {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING]);
+    let grandmother = adult(CHONGQING, 1);
+    let son = adult(BEIJING, 2);
+    cluster.open(CHONGQING, grandmother, Scheme::Employee, yuan(50));
+    cluster.open(BEIJING, son, Scheme::Employee, yuan(1000));
+    cluster.bind(BEIJING, son, grandmother, limits);
+    let reply = cluster.settle("S-rounds", grandmother, yuan(100));
+    // The card is frozen after the coordinator read the balance, before the own leg's prepare.
+    cluster.client(
+        CHONGQING,
+        ClientRequest::Freeze {
+            person: grandmother,
+            reason: "lost".into(),
+        },
+    );
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!(r.rounds, 2, "the shortfall asked the son a second time");
+    assert_eq!(r.own_refusal, Some(Refusal::AccountFrozen));
+    assert_eq!(cluster.live_holds(), 0);
+    (cluster, son, r)
+}
+
+#[test]
+fn a_second_round_never_takes_a_binding_past_its_per_settlement_limit() {
+    let (cluster, son, r) = second_round_against(Limits {
+        per_settlement: Some(yuan(60)),
+        monthly: None,
+    });
+    // Round 1 held 50 of the 60; round 2 may hold only the 10 the limit has left, not 50.
+    assert_eq!(r.mutual_aid.len(), 1);
+    assert_eq!(r.mutual_aid[0].amount, yuan(60), "one settlement, one limit: {r:?}");
+    assert_eq!(r.cash_paid, yuan(40));
+    assert_eq!(cluster.account(BEIJING, &son).balance, yuan(940));
+    let debited: Vec<Money> = cluster
+        .ledger(BEIJING)
+        .tables()
+        .journal
+        .iter()
+        .filter(|(_, e)| e.kind == JournalKind::Debit)
+        .map(|(_, e)| e.amount)
+        .collect();
+    assert_eq!(
+        debited,
+        vec![yuan(50), yuan(10)],
+        "both legs commit, together at the limit"
+    );
+}
+
+#[test]
+fn a_second_round_counts_the_first_rounds_hold_against_the_monthly_limit() {
+    let (cluster, son, r) = second_round_against(Limits {
+        per_settlement: None,
+        monthly: Some(yuan(70)),
+    });
+    assert_eq!(r.mutual_aid[0].amount, yuan(70), "{r:?}");
+    assert_eq!(r.cash_paid, yuan(30));
+    assert_eq!(cluster.account(BEIJING, &son).balance, yuan(930));
+    let binding = cluster
+        .ledger(BEIJING)
+        .tables()
+        .bindings
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(binding.usage_in_month, yuan(70));
+}
+
+#[test]
+fn a_binding_at_its_per_settlement_limit_refuses_a_further_leg_of_the_same_settlement() {
+    // Each leg alone is within the limit; together they are not. The participant counts
+    // what the same settlement already holds or committed on the binding, whatever order
+    // the messages came in, and a leg of another settlement starts from the full limit.
+    let (mut node, mut ledger, grantor, grantee, binding) = participant_with_binding(Limits {
+        per_settlement: Some(yuan(25)),
+        monthly: None,
+    });
+    let now = Now::new(5_000, WALL_MS);
+    let mut handle = |prepare: Prepare, ledger: &mut MemLedger| {
+        let effects = node
+            .handle(ledger, from_chongqing(PeerMessage::Prepare(prepare)), now)
+            .unwrap();
+        ledger.apply(&effects.writes).unwrap();
+        match &effects.sends[0].1 {
+            PeerMessage::Vote { vote, .. } => *vote,
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut later = prepare(grantor, grantee, binding, yuan(20));
+    later.leg = leg(5);
+    assert!(matches!(handle(later.clone(), &mut ledger), Vote::Yes { held, .. } if held == yuan(20)));
+    // A lower index arriving after a higher one is counted the same way.
+    let earlier = prepare(grantor, grantee, binding, yuan(20));
+    assert!(matches!(handle(earlier.clone(), &mut ledger), Vote::Yes { held, .. } if held == yuan(5)));
+    // A duplicate is the same vote, not a new hold.
+    assert!(matches!(handle(later, &mut ledger), Vote::Yes { held, .. } if held == yuan(20)));
+    let mut third = prepare(grantor, grantee, binding, yuan(20));
+    third.leg = leg(9);
+    assert_eq!(
+        handle(third, &mut ledger),
+        Vote::No {
+            reason: Refusal::LimitReached
+        }
+    );
+    // Another settlement has its own limit.
+    let mut other = prepare(grantor, grantee, binding, yuan(20));
+    other.leg = leg_in("S-y", 1);
+    assert!(matches!(handle(other, &mut ledger), Vote::Yes { held, .. } if held == yuan(20)));
+    assert_eq!(ledger.tables().accounts[&grantor].held, yuan(45));
+    // The count looks legs up by index, so a leg past the last index a coordinator within the
+    // protocol's bounds can make is refused and holds nothing.
+    let max_rounds = ProtocolConfig {
+        rounds_max: 4,
+        vote_timeout_ms: 1_000,
+        ..ProtocolConfig::default()
+    };
+    assert!(max_rounds.validate().is_ok());
+    let too_many = ProtocolConfig {
+        rounds_max: 5,
+        vote_timeout_ms: 1_000,
+        ..ProtocolConfig::default()
+    };
+    assert!(too_many.validate().is_err());
+    let highest = u16::from(max_rounds.rounds_max) * exchange_core::policy::GRANTORS_PER_SETTLEMENT_MAX as u16;
+    assert_eq!(LEG_INDEX_MAX, highest);
+    let mut beyond = prepare(grantor, grantee, binding, yuan(1));
+    beyond.leg = leg_in("S-z", LEG_INDEX_MAX + 1);
+    assert_eq!(
+        handle(beyond, &mut ledger),
+        Vote::No {
+            reason: Refusal::NotAuthorized
+        }
+    );
+    assert_eq!(ledger.tables().accounts[&grantor].held, yuan(45));
+}
+
+#[test]
+fn a_wall_clock_stepping_back_a_month_does_not_restart_the_monthly_count() {
+    let (mut node, mut ledger, grantor, grantee, binding) = participant_with_binding(Limits {
+        per_settlement: None,
+        monthly: Some(yuan(15)),
+    });
+    const DAY_MS: i64 = 86_400_000;
+    let december = Now::new(5_000, WALL_MS + 9 * DAY_MS);
+    let november = Now::new(6_000, WALL_MS + 7 * DAY_MS);
+    let mut handle = |settlement: &str, now: Now, ledger: &mut MemLedger| {
+        let mut ask = prepare(grantor, grantee, binding, yuan(10));
+        ask.leg = leg_in(settlement, 1);
+        let effects = node
+            .handle(ledger, from_chongqing(PeerMessage::Prepare(ask)), now)
+            .unwrap();
+        ledger.apply(&effects.writes).unwrap();
+        match &effects.sends[0].1 {
+            PeerMessage::Vote { vote, .. } => *vote,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(matches!(handle("S-dec", december, &mut ledger), Vote::Yes { held, .. } if held == yuan(10)));
+    // Stepped back into November: the hold counts in December, whose count goes on.
+    assert!(matches!(handle("S-nov", november, &mut ledger), Vote::Yes { held, .. } if held == yuan(5)));
+    assert_eq!(
+        handle("S-dec2", december, &mut ledger),
+        Vote::No {
+            reason: Refusal::LimitReached
+        }
+    );
+    let b = &ledger.tables().bindings[&binding];
+    assert_eq!((b.usage_month.month, b.usage_in_month), (12, yuan(15)));
 }

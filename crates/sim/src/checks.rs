@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use exchange_core::records::{Fence, JournalKind};
-use exchange_core::{BindingStatus, LegId, LegScope, Money, PersonId, Province, Write};
+use exchange_core::time::YearMonth;
+use exchange_core::{BindingId, BindingStatus, LegId, LegScope, Money, PersonId, Province, SettlementId, Write};
 
 use crate::world::SimNode;
 
@@ -25,6 +26,70 @@ struct Books {
     credited: BTreeSet<LegId>,
 }
 
+/// What one leg counts against its binding's limits: held while prepared, debited once
+/// committed, in the month its hold was counted in (the participant's own calendar).
+#[derive(Clone, Copy, Debug)]
+struct LegUse {
+    binding: BindingId,
+    month: YearMonth,
+    amount: Money,
+}
+
+/// Per node: the legs on bindings that hold or took money, and their sums per binding and month.
+#[derive(Debug, Default)]
+struct Usage {
+    legs: BTreeMap<LegId, LegUse>,
+    monthly: BTreeMap<(BindingId, YearMonth), i128>,
+}
+
+impl Usage {
+    /// Records the leg's new fence; `None` when it counts nothing (aborted, or no binding).
+    fn set(&mut self, leg: &LegId, new: Option<LegUse>) {
+        if let Some(old) = self.legs.remove(leg) {
+            *self.monthly.entry((old.binding, old.month)).or_default() -= fen(old.amount);
+        }
+        if let Some(new) = new {
+            *self.monthly.entry((new.binding, new.month)).or_default() += fen(new.amount);
+            self.legs.insert(leg.clone(), new);
+        }
+    }
+
+    /// The leg's use under `fence`. A commit keeps the month its hold was counted in.
+    fn of_fence(&self, leg: &LegId, fence: &Fence) -> Option<LegUse> {
+        match fence {
+            Fence::Prepared(hold) => hold.binding.map(|binding| LegUse {
+                binding,
+                month: hold.month,
+                amount: hold.amount,
+            }),
+            Fence::Committed {
+                binding: Some(binding),
+                amount,
+                ..
+            } => self.legs.get(leg).map(|prepared| LegUse {
+                binding: *binding,
+                month: prepared.month,
+                amount: *amount,
+            }),
+            Fence::Committed { binding: None, .. } | Fence::Aborted { .. } | Fence::Credited { .. } => None,
+        }
+    }
+
+    /// What the legs of `leg`'s settlement attempt on `leg`'s account hold or took on `binding`.
+    fn settlement_total(&self, leg: &LegId, binding: BindingId) -> i128 {
+        let first = LegId {
+            index: 0,
+            ..leg.clone()
+        };
+        self.legs
+            .range(first..)
+            .take_while(|(other, _)| other.coordinator == leg.coordinator && other.scope == leg.scope)
+            .filter(|(other, used)| other.account == leg.account && used.binding == binding)
+            .map(|(_, used)| fen(used.amount))
+            .sum()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct TrackedHold {
     since_ms: u64,
@@ -35,6 +100,7 @@ struct TrackedHold {
 #[derive(Debug)]
 pub(crate) struct Checker {
     books: Vec<Books>,
+    usage: Vec<Usage>,
     holds: BTreeMap<(usize, LegId), TrackedHold>,
     pub longest_in_doubt_ms: u64,
     pub holds_resolved: u64,
@@ -48,6 +114,7 @@ impl Checker {
     pub fn new(nodes: usize) -> Checker {
         Checker {
             books: (0..nodes).map(|_| Books::default()).collect(),
+            usage: (0..nodes).map(|_| Usage::default()).collect(),
             holds: BTreeMap::new(),
             longest_in_doubt_ms: 0,
             holds_resolved: 0,
@@ -57,7 +124,7 @@ impl Checker {
     /// Checks a write set before and after applying it to `node`'s ledger.
     pub fn apply(&mut self, node: &mut SimNode, index: usize, writes: &[Write], time: u64) -> Result<(), Failed> {
         let province = node.province;
-        let Some(books) = self.books.get_mut(index) else {
+        let (Some(books), Some(usage)) = (self.books.get_mut(index), self.usage.get_mut(index)) else {
             return Ok(());
         };
         let mut touched: Vec<(PersonId, Money)> = Vec::new();
@@ -80,17 +147,6 @@ impl Checker {
                                     "authority_revocation",
                                     format!(
                                         "node {province} held {} on leg {leg} under binding {} revoked at wall {at_wall_ms}",
-                                        hold.amount, binding.id
-                                    ),
-                                ));
-                            }
-                            if let Some(limit) = binding.limits.per_settlement
-                                && hold.amount > limit
-                            {
-                                return Err((
-                                    "limits",
-                                    format!(
-                                        "node {province} held {} on leg {leg}, above binding {}'s per-settlement limit {limit}",
                                         hold.amount, binding.id
                                     ),
                                 ));
@@ -175,6 +231,13 @@ impl Checker {
                         ));
                     }
                 }
+                Write::Fence { leg, new, .. } => {
+                    let used = usage.of_fence(leg, new);
+                    usage.set(leg, used);
+                    if let Some(used) = used {
+                        limits_hold(province, tables, usage, leg, used)?;
+                    }
+                }
                 Write::LiveHold { leg, live: true } => {
                     let timeout_ms = match tables.fences.get(leg) {
                         Some(Fence::Prepared(hold)) => hold.hold_timeout_ms,
@@ -230,6 +293,19 @@ impl Checker {
         if let Some(slot) = self.books.get_mut(index) {
             *slot = books;
         }
+        if let Some(slot) = self.usage.get_mut(index) {
+            // What survived the crash: the months of surviving commits come from the holds we
+            // saw (a commit's hold was written, and so flushed, before it).
+            let mut usage = Usage::default();
+            for (leg, fence) in &tables.fences {
+                let used = match fence {
+                    Fence::Committed { .. } => slot.of_fence(leg, fence),
+                    _ => usage.of_fence(leg, fence),
+                };
+                usage.set(leg, used);
+            }
+            *slot = usage;
+        }
         self.holds
             .retain(|(node_index, leg), _| *node_index != index || tables.live_holds.contains(leg));
         for leg in &tables.live_holds {
@@ -263,10 +339,112 @@ impl Checker {
     /// The invariants checked once the run has drained to quiescence.
     pub fn final_checks(&self, nodes: &[SimNode]) -> Option<Failed> {
         quiescence(nodes)
+            .or_else(|| limits(nodes, &self.usage))
             .or_else(|| atomicity(nodes))
             .or_else(|| clearing(nodes))
             .or_else(|| national_conservation(nodes))
     }
+}
+
+/// After a leg's fence changed: what its settlement and its month hold or took on its binding
+/// stays within the binding's limits (holds count, as the participant counts them).
+fn limits_hold(
+    province: Province,
+    tables: &exchange_core::mem::Tables,
+    usage: &Usage,
+    leg: &LegId,
+    used: LegUse,
+) -> Result<(), Failed> {
+    let Some(binding) = tables.bindings.get(&used.binding) else {
+        return Ok(());
+    };
+    if let Some(limit) = binding.limits.per_settlement {
+        let total = usage.settlement_total(leg, used.binding);
+        if total > fen(limit) {
+            return Err((
+                "limits",
+                format!(
+                    "node {province}: settlement {} holds or took {total} fen on binding {} (now leg {leg}), above its per-settlement limit {limit}",
+                    leg.settlement(),
+                    used.binding
+                ),
+            ));
+        }
+    }
+    if let Some(limit) = binding.limits.monthly {
+        let total = usage.monthly.get(&(used.binding, used.month)).copied().unwrap_or(0);
+        if total > fen(limit) {
+            return Err((
+                "limits",
+                format!(
+                    "node {province}: binding {} holds or took {total} fen in {} (now leg {leg}), above its monthly limit {limit}",
+                    used.binding, used.month
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// At the end: what each binding paid for one settlement (all attempts of its id) and in one
+/// calendar month, from the committed fences, is within its limits.
+fn limits(nodes: &[SimNode], usage: &[Usage]) -> Option<Failed> {
+    for (node, used) in nodes.iter().zip(usage) {
+        let province = node.province;
+        let tables = node.ledger.tables();
+        let mut per_settlement: BTreeMap<(Province, &SettlementId, BindingId), i128> = BTreeMap::new();
+        let mut per_month: BTreeMap<(BindingId, YearMonth), i128> = BTreeMap::new();
+        for (leg, fence) in &tables.fences {
+            let Fence::Committed {
+                binding: Some(binding),
+                amount,
+                ..
+            } = fence
+            else {
+                continue;
+            };
+            if !matches!(leg.scope, LegScope::Pay { .. }) {
+                continue;
+            }
+            *per_settlement
+                .entry((leg.coordinator, leg.settlement(), *binding))
+                .or_default() += fen(*amount);
+            let Some(month) = used.legs.get(leg).map(|u| u.month) else {
+                return Some((
+                    "limits",
+                    format!("node {province} committed leg {leg} on binding {binding} without a hold the checker saw"),
+                ));
+            };
+            *per_month.entry((*binding, month)).or_default() += fen(*amount);
+        }
+        for ((coordinator, settlement, binding), total) in per_settlement {
+            let limit = tables.bindings.get(&binding).and_then(|b| b.limits.per_settlement);
+            if let Some(limit) = limit
+                && total > fen(limit)
+            {
+                return Some((
+                    "limits",
+                    format!(
+                        "node {province}: binding {binding} paid {total} fen for settlement {settlement} of {coordinator}, above its per-settlement limit {limit}"
+                    ),
+                ));
+            }
+        }
+        for ((binding, month), total) in per_month {
+            let limit = tables.bindings.get(&binding).and_then(|b| b.limits.monthly);
+            if let Some(limit) = limit
+                && total > fen(limit)
+            {
+                return Some((
+                    "limits",
+                    format!(
+                        "node {province}: binding {binding} paid {total} fen in {month}, above its monthly limit {limit}"
+                    ),
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn node_index(nodes: &[SimNode], province: Province) -> Option<usize> {
