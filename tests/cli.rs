@@ -1,0 +1,109 @@
+//! The binary's surface: `--help` lists every subcommand, and bad input to each subcommand ends
+//! with a reason on stderr and exit code 2, never a panic.
+
+use std::process::{Command, Output};
+
+fn exchange(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_exchange"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let output = exchange(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for subcommand in ["demo", "certs", "start", "ctl", "sim", "monitor", "bench"] {
+        assert!(
+            help.lines().any(|line| line.trim_start().starts_with(subcommand)),
+            "{subcommand} missing from --help:\n{help}"
+        );
+    }
+    assert!(!help.contains("bench-client"), "the load client is internal:\n{help}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_reason_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    let garbage = dir.path().join("garbage.toml");
+    std::fs::write(&garbage, "province = \"beijing\"\nlisten = 7\n[[peers]]\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let out = dir.path().join("certs");
+    let out = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["no-such-command"], "unrecognized subcommand"),
+        (vec!["sim", "run", missing], "missing.toml"),
+        (vec!["sim", "run", garbage], "garbage.toml"),
+        (
+            vec!["sim", "run", "simulations/steady-state.toml", "--seeds", "x"],
+            "invalid value",
+        ),
+        (vec!["start", "--config", missing], "missing.toml"),
+        (vec!["start", "--config", garbage], "garbage.toml"),
+        (
+            vec![
+                "ctl",
+                "--config",
+                missing,
+                "account",
+                "show",
+                "--person",
+                "11010519491231002X",
+            ],
+            "missing.toml",
+        ),
+        (
+            vec![
+                "ctl",
+                "--config",
+                garbage,
+                "account",
+                "show",
+                "--person",
+                "11010519491231002X",
+            ],
+            "garbage.toml",
+        ),
+        (vec!["certs", "init", "--out", out, "--provinces", "999999"], "999999"),
+        (vec!["monitor", "--config", missing], "missing.toml"),
+        (vec!["demo", "--no-such-flag"], "unexpected argument"),
+        (
+            vec![
+                "ctl",
+                "--config",
+                missing,
+                "account",
+                "show",
+                "--person",
+                "110105194912310021",
+            ],
+            "check character",
+        ),
+        (
+            vec![
+                "ctl",
+                "--config",
+                missing,
+                "credit",
+                "--id",
+                "C-1",
+                "--person",
+                "11010519491231002X",
+                "--amount",
+                "1.005",
+            ],
+            "decimal",
+        ),
+    ];
+    for (args, reason) in cases {
+        let output = exchange(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?} should say {reason:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
