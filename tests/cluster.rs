@@ -336,6 +336,13 @@ async fn revocation_at_the_grantors_node_takes_effect_while_the_grantees_node_is
         .await
         .unwrap();
     assert!(matches!(reply, ClientReply::Unbound { .. }), "{reply:?}");
+    // At once on the grantor's node, with the grantee's node still down.
+    let (as_grantor, _) = c.beijing.bindings(&f.son).await.unwrap();
+    let son_binding = as_grantor.iter().find(|b| b.id == f.son_binding).unwrap();
+    assert!(
+        matches!(son_binding.status, exchange_core::BindingStatus::Revoked { .. }),
+        "{son_binding:?}"
+    );
     cluster.start(p(CHONGQING)).unwrap();
     cluster.wait_ready(p(CHONGQING)).await.unwrap();
     c.chongqing = cluster.conn(p(CHONGQING)).await.unwrap();
