@@ -232,6 +232,19 @@ async fn the_dashboard_renders_the_flow_matrix_and_the_health_table_in_chromium(
     // The clearing table and the alert list rendered too.
     assert!(dom.contains(&format!("id=\"clearing-{BEIJING}-{CHONGQING}\"")));
     assert!(dom.contains("data-kind=\"node_down\""));
+    // The outcome reasons and the cross-province latency are drawn (bars or "none yet").
+    let outcomes = get_json(addr, "/api/outcomes").await;
+    let refusals = outcomes["grantor_refusals"].as_object().unwrap();
+    for (reason, count) in refusals.iter().filter(|(_, count)| count.as_u64() > Some(0)) {
+        assert!(
+            dom.contains(&format!("data-reason=\"{reason}\" data-count=\"{count}\"")),
+            "{reason} bar: {outcomes}"
+        );
+    }
+    if refusals.values().all(|count| count.as_u64() == Some(0)) {
+        assert!(dom.contains("no grantor refused yet"));
+    }
+    assert!(dom.contains("id=\"kpi-cross-p99\""));
     let png = std::fs::metadata(&screenshot).expect("the screenshot was written");
     assert!(png.len() > 10_000, "a real picture ({} bytes)", png.len());
     eprintln!("dashboard screenshot: {}", screenshot.display());

@@ -350,6 +350,81 @@ async fn monitor_flows_equal_the_journals_across_monitor_and_node_restarts() {
         metrics.contains("exchange_monitor_flow_fen{from=\"110000\",to=\"500000\"}"),
         "{metrics}"
     );
+
+    // Phase 5: reasons. A son's card is reported lost in Beijing; his mother's next bill is
+    // refused by his node (account_frozen) and re-planned onto the daughter. The monitor shows
+    // the reason on the coordinator's side (grantor refusals, re-plans) and on Beijing's
+    // (aborted legs), and cross-province latency; with no holds left, no oldest-hold age.
+    let frozen = c
+        .beijing
+        .call(ClientRequest::Freeze {
+            person: families[1].son,
+            reason: "card reported lost".into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(frozen, ClientReply::Account(_)), "{frozen:?}");
+    let paid = receipt(settle(&mut c.chongqing, "S-M20", families[1].grandmother, yuan(120)).await);
+    assert!(
+        paid.not_paying
+            .iter()
+            .any(|n| n.grantor == families[1].son && n.reason == exchange_core::Refusal::AccountFrozen),
+        "{paid:?}"
+    );
+    let count = |value: &Value, key: &str, reason: &str| value[key][reason].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let outcomes = loop {
+        let outcomes = get_json(addr, "/api/outcomes").await.unwrap_or_default();
+        if count(&outcomes, "grantor_refusals", "account_frozen") >= 1
+            && count(&outcomes, "replan_reasons", "account_frozen") >= 1
+            && count(&outcomes, "legs_aborted", "account_frozen") >= 1
+        {
+            break outcomes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refusal's reason never showed: {outcomes}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let chongqing = outcomes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["province"] == CHONGQING)
+        .unwrap();
+    assert_eq!(count(chongqing, "grantor_refusals", "account_frozen"), 1, "{outcomes}");
+    let overview = get_json(addr, "/api/overview").await.unwrap();
+    assert_eq!(overview["outcomes"]["grantor_refusals"], outcomes["grantor_refusals"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let health = get_json(addr, "/api/health").await.unwrap();
+        let cross = &health["latency_ms"]["cross_province"];
+        let quiet = health["holds_in_flight"] == 0
+            && health["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|node| node["oldest_hold_age_ms"].is_null());
+        if quiet && cross["count"].as_u64().unwrap_or(0) >= 1 && cross["p99"].as_f64().is_some() {
+            assert!(health["oldest_hold_age_ms"].is_null(), "{health}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cross-province latency or hold ages wrong: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let alerts = get_json(addr, "/api/alerts").await.unwrap();
+    assert!(
+        !alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "holds_past_deadline"),
+        "{alerts}"
+    );
     monitor.kill().unwrap();
     monitor.wait().unwrap();
 }

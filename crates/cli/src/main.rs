@@ -31,6 +31,9 @@ enum Command {
     Start(cmd::start::StartArgs),
     /// Operate a node as its province's bureau (accounts, bindings, settlements, refunds).
     Ctl(cmd::ctl::CtlArgs),
+    /// Verify the operator audit log's hash chain in a stopped node's data directory (exit code
+    /// 1 when broken; `exchange ctl audit verify` asks a running node).
+    AuditVerify(cmd::ctl::OfflineVerifyArgs),
     /// Deterministic failure simulations and the protocol's model checker.
     #[command(subcommand)]
     Sim(cmd::sim::SimCommand),
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Certs(command) => cmd::certs::run(command),
         Command::Start(args) => cmd::start::run(args),
         Command::Ctl(args) => cmd::ctl::run(args),
+        Command::AuditVerify(args) => cmd::ctl::run_audit_verify(args),
         Command::Monitor(args) => cmd::monitor::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::BenchClient(args) => cmd::bench::run_client(args),

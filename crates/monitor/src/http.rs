@@ -35,6 +35,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/health", get(health))
         .route("/api/clearing", get(clearing))
         .route("/api/alerts", get(alerts))
+        .route("/api/outcomes", get(outcomes))
         .route("/api/overview", get(overview))
         .route("/events", get(events))
         .route("/metrics", get(metrics))
@@ -73,6 +74,10 @@ async fn flows(State(shared): State<Shared>, Query(query): Query<FlowsQuery>) ->
 
 async fn health(State(shared): State<Shared>) -> Json<serde_json::Value> {
     Json(shared.health_view())
+}
+
+async fn outcomes(State(shared): State<Shared>) -> Json<serde_json::Value> {
+    Json(shared.outcomes_view())
 }
 
 async fn clearing(State(shared): State<Shared>) -> Json<serde_json::Value> {

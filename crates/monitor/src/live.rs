@@ -57,8 +57,13 @@ pub struct NodeLive {
     pub held_fen: u64,
     pub settlements_in_flight: u32,
     /// Since when (monitor wall ms) the node has had holds in flight without a break: an
-    /// upper bound of the oldest hold's age (the feed's samples do not carry hold ages).
+    /// upper bound of the oldest hold's age, used only when the node does not report ages.
     pub holds_since_ms: Option<i64>,
+    /// The oldest live hold's age as the node last reported it (`None`: no holds, or a node
+    /// that does not report ages).
+    pub oldest_hold_age_ms: Option<u64>,
+    /// When (monitor wall ms) the oldest live hold was prepared, from the reported age.
+    pub oldest_hold_since_ms: Option<i64>,
     pub peer_links: Vec<LinkView>,
     pub metrics: Option<NodeMetrics>,
 }
@@ -67,6 +72,15 @@ pub struct NodeLive {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct NodeMetrics {
     pub settlements_by_outcome: BTreeMap<String, u64>,
+    /// Coordinator: grantors of decided settlements who paid nothing, by reason.
+    pub grantor_refusals: BTreeMap<String, u64>,
+    /// Coordinator: reasons among the non-paying grantors of re-planned settlements.
+    pub replan_reasons: BTreeMap<String, u64>,
+    /// Participant: legs on the node's accounts that ended aborted, by reason.
+    pub legs_aborted: BTreeMap<String, u64>,
+    /// Settlements in which a grantor of another province paid or refused.
+    pub cross_latency_buckets: Vec<(f64, u64)>,
+    pub cross_latency_count: u64,
     pub holds_resolved_by_outcome: BTreeMap<String, u64>,
     pub latency_buckets: Vec<(f64, u64)>,
     pub latency_count: u64,
@@ -83,6 +97,10 @@ pub struct LatencySample {
     pub p50_ms: Option<f64>,
     pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// The same for cross-province settlements only.
+    pub cross_count: u64,
+    pub cross_p50_ms: Option<f64>,
+    pub cross_p99_ms: Option<f64>,
 }
 
 /// Everything live.
@@ -93,6 +111,9 @@ pub struct Live {
     /// Sum over nodes of the latency histogram since the monitor started (bucket bound → count).
     pub latency_total: Vec<(f64, u64)>,
     pub latency_total_count: u64,
+    /// The same for cross-province settlements.
+    pub cross_latency_total: Vec<(f64, u64)>,
+    pub cross_latency_total_count: u64,
     /// Per node, the previous scrape's cumulative latency buckets and resolved holds.
     pub previous: BTreeMap<Province, NodeMetrics>,
     /// (monitor wall ms, released, committed) deltas of holds resolved.
@@ -119,8 +140,23 @@ impl NodeLive {
             held_fen: 0,
             settlements_in_flight: 0,
             holds_since_ms: None,
+            oldest_hold_age_ms: None,
+            oldest_hold_since_ms: None,
             peer_links: Vec::new(),
             metrics: None,
+        }
+    }
+
+    /// The oldest live hold's age now, and whether it is exact (reported by the node) or an
+    /// upper bound (time since the node last had no holds); `None` without holds.
+    pub fn oldest_hold_age(&self, now_ms: i64) -> Option<(i64, bool)> {
+        if self.holds_in_flight == 0 {
+            return None;
+        }
+        match (self.oldest_hold_since_ms, self.holds_since_ms) {
+            (Some(since), _) => Some((now_ms.saturating_sub(since).max(0), true)),
+            (None, Some(since)) => Some((now_ms.saturating_sub(since).max(0), false)),
+            (None, None) => None,
         }
     }
 
@@ -144,6 +180,10 @@ impl NodeLive {
         } else if self.holds_since_ms.is_none() {
             self.holds_since_ms = Some(now_ms);
         }
+        self.oldest_hold_age_ms = sample.oldest_hold_age_ms.filter(|_| sample.holds_in_flight > 0);
+        self.oldest_hold_since_ms = self
+            .oldest_hold_age_ms
+            .map(|age| now_ms.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX)));
         let previous: BTreeMap<u32, Option<i64>> = self
             .peer_links
             .iter()
@@ -241,26 +281,49 @@ pub fn parse_node_metrics(text: &str, now_ms: i64) -> NodeMetrics {
         } else {
             0
         };
+        let bucket_bound = || {
+            label("le").and_then(|le| {
+                if le == "+Inf" {
+                    Some(f64::INFINITY)
+                } else {
+                    le.parse::<f64>().ok()
+                }
+            })
+        };
         match name {
             "exchange_settlements_total" => {
                 if let Some(outcome) = label("outcome") {
                     metrics.settlements_by_outcome.insert(outcome, count);
                 }
             }
+            "exchange_grantor_refusals_total" => {
+                if let Some(reason) = label("reason") {
+                    metrics.grantor_refusals.insert(reason, count);
+                }
+            }
+            "exchange_replan_reasons_total" => {
+                if let Some(reason) = label("reason") {
+                    metrics.replan_reasons.insert(reason, count);
+                }
+            }
+            "exchange_legs_aborted_total" => {
+                if let Some(reason) = label("reason") {
+                    metrics.legs_aborted.insert(reason, count);
+                }
+            }
+            "exchange_cross_province_settlement_latency_seconds_bucket" => {
+                if let Some(bound) = bucket_bound() {
+                    metrics.cross_latency_buckets.push((bound, count));
+                }
+            }
+            "exchange_cross_province_settlement_latency_seconds_count" => metrics.cross_latency_count = count,
             "exchange_holds_resolved_total" => {
                 if let Some(outcome) = label("outcome") {
                     metrics.holds_resolved_by_outcome.insert(outcome, count);
                 }
             }
             "exchange_settlement_latency_seconds_bucket" => {
-                let bound = label("le").and_then(|le| {
-                    if le == "+Inf" {
-                        Some(f64::INFINITY)
-                    } else {
-                        le.parse::<f64>().ok()
-                    }
-                });
-                if let Some(bound) = bound {
+                if let Some(bound) = bucket_bound() {
                     metrics.latency_buckets.push((bound, count));
                 }
             }
@@ -270,10 +333,49 @@ pub fn parse_node_metrics(text: &str, now_ms: i64) -> NodeMetrics {
             _ => {}
         }
     }
+    for buckets in [&mut metrics.latency_buckets, &mut metrics.cross_latency_buckets] {
+        buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    }
     metrics
-        .latency_buckets
-        .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-    metrics
+}
+
+/// Adds the increase of one node's cumulative histogram since its previous scrape into
+/// `round` (bucket bound bits → count), remembering the bounds seen in `bounds`.
+fn add_histogram_delta(
+    round: &mut BTreeMap<u64, u64>,
+    bounds: &mut Vec<f64>,
+    current: &[(f64, u64)],
+    previous: &[(f64, u64)],
+) {
+    for (index, (bound, count)) in current.iter().enumerate() {
+        let before = previous
+            .get(index)
+            .filter(|(b, _)| b.to_bits() == bound.to_bits())
+            .map_or(0, |(_, c)| *c);
+        let entry = round.entry(bound.to_bits()).or_default();
+        *entry = entry.saturating_add(delta(*count, before));
+        if !bounds.iter().any(|b| b.to_bits() == bound.to_bits()) {
+            bounds.push(*bound);
+        }
+    }
+}
+
+/// One round's summed histogram (sorted by bound), merged into the running `total`.
+fn finish_round(round: &BTreeMap<u64, u64>, mut bounds: Vec<f64>, total: &mut Vec<(f64, u64)>) -> Vec<(f64, u64)> {
+    bounds.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let buckets: Vec<(f64, u64)> = bounds
+        .iter()
+        .map(|bound| (*bound, round.get(&bound.to_bits()).copied().unwrap_or(0)))
+        .collect();
+    // Merge into the running total (same bucket layout on every node of one build).
+    for (bound, count) in &buckets {
+        match total.iter_mut().find(|(b, _)| b.to_bits() == bound.to_bits()) {
+            Some((_, sum)) => *sum = sum.saturating_add(*count),
+            None => total.push((*bound, *count)),
+        }
+    }
+    total.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    buckets
 }
 
 fn delta(current: u64, previous: u64) -> u64 {
@@ -290,24 +392,26 @@ impl Live {
     pub fn take_scrapes(&mut self, scrapes: Vec<(Province, Option<NodeMetrics>)>, now_ms: i64) {
         let mut round: BTreeMap<u64, u64> = BTreeMap::new();
         let mut bounds: Vec<f64> = Vec::new();
+        let mut cross_round: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut cross_bounds: Vec<f64> = Vec::new();
         let (mut released, mut committed) = (0u64, 0u64);
         for (province, scrape) in scrapes {
             let Some(scrape) = scrape else {
                 continue;
             };
             let previous = self.previous.get(&province).cloned().unwrap_or_default();
-            for (index, (bound, count)) in scrape.latency_buckets.iter().enumerate() {
-                let before = previous
-                    .latency_buckets
-                    .get(index)
-                    .filter(|(b, _)| b.to_bits() == bound.to_bits())
-                    .map_or(0, |(_, c)| *c);
-                let entry = round.entry(bound.to_bits()).or_default();
-                *entry = entry.saturating_add(delta(*count, before));
-                if !bounds.iter().any(|b| b.to_bits() == bound.to_bits()) {
-                    bounds.push(*bound);
-                }
-            }
+            add_histogram_delta(
+                &mut round,
+                &mut bounds,
+                &scrape.latency_buckets,
+                &previous.latency_buckets,
+            );
+            add_histogram_delta(
+                &mut cross_round,
+                &mut cross_bounds,
+                &scrape.cross_latency_buckets,
+                &previous.cross_latency_buckets,
+            );
             let outcome =
                 |metrics: &NodeMetrics, key: &str| metrics.holds_resolved_by_outcome.get(key).copied().unwrap_or(0);
             released = released.saturating_add(delta(outcome(&scrape, "released"), outcome(&previous, "released")));
@@ -317,33 +421,20 @@ impl Live {
             }
             self.previous.insert(province, scrape);
         }
-        bounds.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        let buckets: Vec<(f64, u64)> = bounds
-            .iter()
-            .map(|bound| (*bound, round.get(&bound.to_bits()).copied().unwrap_or(0)))
-            .collect();
-        // Merge into the running total (same bucket layout on every node of one build).
-        for (bound, count) in &buckets {
-            match self
-                .latency_total
-                .iter_mut()
-                .find(|(b, _)| b.to_bits() == bound.to_bits())
-            {
-                Some((_, total)) => *total = total.saturating_add(*count),
-                None => self.latency_total.push((*bound, *count)),
-            }
-        }
-        self.latency_total
-            .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-        let count = buckets.last().map_or(0, |(_, c)| *c);
+        let buckets = finish_round(&round, bounds, &mut self.latency_total);
+        let cross = finish_round(&cross_round, cross_bounds, &mut self.cross_latency_total);
         self.latency_total_count = self.latency_total.last().map_or(0, |(_, c)| *c);
-        let ms = |q: f64| quantile(&buckets, q).map(|s| s * 1_000.0);
+        self.cross_latency_total_count = self.cross_latency_total.last().map_or(0, |(_, c)| *c);
+        let ms = |buckets: &[(f64, u64)], q: f64| quantile(buckets, q).map(|s| s * 1_000.0);
         self.latency.push_back(LatencySample {
             at_ms: now_ms,
-            count,
-            p50_ms: ms(0.5),
-            p90_ms: ms(0.9),
-            p99_ms: ms(0.99),
+            count: buckets.last().map_or(0, |(_, c)| *c),
+            p50_ms: ms(&buckets, 0.5),
+            p90_ms: ms(&buckets, 0.9),
+            p99_ms: ms(&buckets, 0.99),
+            cross_count: cross.last().map_or(0, |(_, c)| *c),
+            cross_p50_ms: ms(&cross, 0.5),
+            cross_p99_ms: ms(&cross, 0.99),
         });
         while self.latency.len() > LATENCY_SAMPLES_MAX {
             self.latency.pop_front();
@@ -386,5 +477,68 @@ mod tests {
         assert!((p50 - 0.01).abs() < 1e-9, "{p50}");
         let p90 = quantile(&metrics.latency_buckets, 0.9).unwrap();
         assert!((p90 - 0.018).abs() < 1e-9, "{p90}");
+    }
+
+    #[test]
+    fn reasons_and_cross_province_latency_parse_and_sum_over_rounds() {
+        let scrape = |refused: u64, cross_fast: u64, cross_all: u64| {
+            parse_node_metrics(
+                &format!(
+                    "exchange_grantor_refusals_total{{reason=\"account_frozen\"}} {refused}\n\
+                     exchange_replan_reasons_total{{reason=\"account_frozen\"}} {refused}\n\
+                     exchange_legs_aborted_total{{reason=\"released\"}} 3\n\
+                     exchange_settlement_latency_seconds_bucket{{le=\"0.01\"}} 9\n\
+                     exchange_settlement_latency_seconds_bucket{{le=\"+Inf\"}} 9\n\
+                     exchange_cross_province_settlement_latency_seconds_bucket{{le=\"0.01\"}} {cross_fast}\n\
+                     exchange_cross_province_settlement_latency_seconds_bucket{{le=\"0.1\"}} {cross_all}\n\
+                     exchange_cross_province_settlement_latency_seconds_bucket{{le=\"+Inf\"}} {cross_all}\n\
+                     exchange_cross_province_settlement_latency_seconds_count {cross_all}\n"
+                ),
+                0,
+            )
+        };
+        let first = scrape(2, 1, 4);
+        assert_eq!(first.grantor_refusals["account_frozen"], 2);
+        assert_eq!(first.replan_reasons["account_frozen"], 2);
+        assert_eq!(first.legs_aborted["released"], 3);
+        assert_eq!(first.cross_latency_count, 4);
+        assert_eq!(first.cross_latency_buckets.len(), 3);
+        let beijing = Province::from_code(110_000).unwrap();
+        let mut live = Live::default();
+        live.take_scrapes(vec![(beijing, Some(first))], 1_000);
+        // The second round adds two slow cross-province settlements (deltas, not totals).
+        live.take_scrapes(vec![(beijing, Some(scrape(2, 1, 6)))], 2_000);
+        assert_eq!(live.cross_latency_total_count, 6);
+        assert_eq!(
+            live.latency_total_count, 9,
+            "the all-settlements histogram did not move"
+        );
+        let last = live.latency.back().unwrap();
+        assert_eq!((last.count, last.cross_count), (0, 2));
+        let p50 = last.cross_p50_ms.unwrap();
+        assert!(p50 > 10.0 && p50 <= 100.0, "{p50}");
+    }
+
+    #[test]
+    fn oldest_hold_age_is_reported_not_guessed() {
+        let beijing = Province::from_code(110_000).unwrap();
+        let mut node = NodeLive::new(beijing, "x", 0);
+        let sample = |holds: u32, oldest: Option<u64>| pb::HealthSample {
+            holds_in_flight: holds,
+            oldest_hold_age_ms: oldest,
+            ..pb::HealthSample::default()
+        };
+        node.sample(1, &sample(0, None), 1_000);
+        assert_eq!(node.oldest_hold_age(1_000), None, "no holds: no age");
+        // Holds without a break for a long time, but the oldest live one is young: the age is
+        // the node's, not the time since holds were last at zero.
+        node.sample(2, &sample(3, Some(400)), 2_000);
+        node.sample(3, &sample(3, Some(300)), 90_000);
+        assert_eq!(node.oldest_hold_age(90_500), Some((800, true)));
+        node.sample(4, &sample(0, Some(5)), 91_000);
+        assert_eq!(node.oldest_hold_age(91_000), None);
+        // A node that does not report ages: the upper bound, marked inexact.
+        node.sample(5, &sample(2, None), 92_000);
+        assert_eq!(node.oldest_hold_age(95_000), Some((3_000, false)));
     }
 }

@@ -369,17 +369,20 @@ impl Shared {
                             None
                         }),
                     );
-                    map.insert(
-                        "oldest_hold_age_ms_max".into(),
-                        json!(node.holds_since_ms.map(|since| now.saturating_sub(since))),
-                    );
+                    let oldest = node.oldest_hold_age(now);
+                    map.insert("oldest_hold_age_ms".into(), json!(oldest.map(|(age, _)| age)));
+                    map.insert("oldest_hold_age_exact".into(), json!(oldest.map(|(_, exact)| exact)));
                 }
                 value
             })
             .collect();
         let (released, committed) = live.resolved_in_window();
-        let total = &live.latency_total;
-        let ms = |q: f64| crate::live::quantile(total, q).map(|s| s * 1_000.0);
+        let ms = |total: &[(f64, u64)], q: f64| crate::live::quantile(total, q).map(|s| s * 1_000.0);
+        let oldest = live
+            .nodes
+            .values()
+            .filter_map(|node| node.oldest_hold_age(now))
+            .max_by_key(|(age, _)| *age);
         let mut outcomes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         for node in live.nodes.values() {
             if let Some(metrics) = &node.metrics {
@@ -395,13 +398,65 @@ impl Shared {
             "all_up": live.nodes.values().all(|node| node.state == FeedState::Up),
             "holds_in_flight": live.nodes.values().map(|n| u64::from(n.holds_in_flight)).sum::<u64>(),
             "held_fen": live.nodes.values().map(|n| n.held_fen).fold(0, u64::saturating_add),
-            "oldest_hold_age_ms_max": live.nodes.values().filter_map(|n| n.holds_since_ms).min().map(|since| now.saturating_sub(since)),
+            "oldest_hold_age_ms": oldest.map(|(age, _)| age),
+            "oldest_hold_age_exact": oldest.map(|(_, exact)| exact),
             "settlement_outcomes_since_node_start": outcomes,
             "holds_resolved_last_minute": {"released": released, "committed": committed},
             "latency_ms": {
                 "count": live.latency_total_count,
-                "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99),
+                "p50": ms(&live.latency_total, 0.5),
+                "p90": ms(&live.latency_total, 0.9),
+                "p99": ms(&live.latency_total, 0.99),
+                "cross_province": {
+                    "count": live.cross_latency_total_count,
+                    "p50": ms(&live.cross_latency_total, 0.5),
+                    "p90": ms(&live.cross_latency_total, 0.9),
+                    "p99": ms(&live.cross_latency_total, 0.99),
+                },
             },
+        })
+    }
+
+    /// `/api/outcomes`: settlement outcomes and why grantors did not pay, why settlements were
+    /// re-planned and why legs aborted, from the nodes' counters (since each node's start),
+    /// summed and per node.
+    pub fn outcomes_view(&self) -> Value {
+        type Counts = std::collections::BTreeMap<String, u64>;
+        fn add(sum: &mut Counts, counts: &Counts) {
+            for (key, count) in counts {
+                let entry = sum.entry(key.clone()).or_default();
+                *entry = entry.saturating_add(*count);
+            }
+        }
+        let live = lock(&self.inner.live);
+        let (mut outcomes, mut refusals, mut replans, mut aborts) =
+            (Counts::new(), Counts::new(), Counts::new(), Counts::new());
+        let mut nodes = Vec::new();
+        for node in live.nodes.values() {
+            let Some(metrics) = &node.metrics else {
+                continue;
+            };
+            add(&mut outcomes, &metrics.settlements_by_outcome);
+            add(&mut refusals, &metrics.grantor_refusals);
+            add(&mut replans, &metrics.replan_reasons);
+            add(&mut aborts, &metrics.legs_aborted);
+            nodes.push(json!({
+                "province": node.province, "name": node.name,
+                "settlements_by_outcome": metrics.settlements_by_outcome,
+                "grantor_refusals": metrics.grantor_refusals,
+                "replan_reasons": metrics.replan_reasons,
+                "legs_aborted": metrics.legs_aborted,
+                "holds_resolved_by_outcome": metrics.holds_resolved_by_outcome,
+            }));
+        }
+        json!({
+            "generated_ms": now_ms(),
+            "since": "each node's start",
+            "settlements_by_outcome": outcomes,
+            "grantor_refusals": refusals,
+            "replan_reasons": replans,
+            "legs_aborted": aborts,
+            "nodes": nodes,
         })
     }
 
@@ -445,18 +500,26 @@ impl Shared {
                     });
                 }
             }
-            if let Some(since) = node.holds_since_ms {
+            if let Some((age, exact)) = node.oldest_hold_age(now) {
                 let deadline = i64::try_from(config.hold_deadline_ms).unwrap_or(i64::MAX);
-                if now.saturating_sub(since) > deadline {
+                if age > deadline {
+                    let message = if exact {
+                        format!(
+                            "oldest of {} holds ({} fen) is {age} ms old, past the {} ms deadline",
+                            node.holds_in_flight, node.held_fen, config.hold_deadline_ms
+                        )
+                    } else {
+                        format!(
+                            "{} holds ({} fen) in flight without a break for longer than the {} ms deadline",
+                            node.holds_in_flight, node.held_fen, config.hold_deadline_ms
+                        )
+                    };
                     alerts.push(Alert {
                         kind: "holds_past_deadline".into(),
                         severity: "critical".into(),
                         subject,
-                        message: format!(
-                            "{} holds ({} fen) in flight without a break for longer than the {} ms deadline",
-                            node.holds_in_flight, node.held_fen, config.hold_deadline_ms
-                        ),
-                        since_ms: since,
+                        message,
+                        since_ms: now.saturating_sub(age).saturating_add(deadline),
                     });
                 }
             }
@@ -524,6 +587,7 @@ impl Shared {
             "flows": self.flows_view(Some("hour")),
             "health": self.health_view(),
             "clearing": self.clearing_view(),
+            "outcomes": self.outcomes_view(),
             "alerts": self.alerts(),
             "series": {"throughput": throughput, "latency": latency},
         })
@@ -632,6 +696,35 @@ impl Shared {
                 "exchange_monitor_holds_in_flight{{province=\"{}\"}} {}",
                 node.province, node.holds_in_flight
             );
+        }
+        let _ = writeln!(
+            text,
+            "# HELP exchange_monitor_oldest_hold_age_ms Age of the oldest live hold per node (0: none)."
+        );
+        let _ = writeln!(text, "# TYPE exchange_monitor_oldest_hold_age_ms gauge");
+        let now = now_ms();
+        for node in live.nodes.values() {
+            let _ = writeln!(
+                text,
+                "exchange_monitor_oldest_hold_age_ms{{province=\"{}\"}} {}",
+                node.province,
+                node.oldest_hold_age(now).map_or(0, |(age, _)| age)
+            );
+        }
+        let mut refusals: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for metrics in live.nodes.values().filter_map(|node| node.metrics.as_ref()) {
+            for (reason, count) in &metrics.grantor_refusals {
+                let entry = refusals.entry(reason.as_str()).or_default();
+                *entry = entry.saturating_add(*count);
+            }
+        }
+        let _ = writeln!(
+            text,
+            "# HELP exchange_monitor_grantor_refusals Grantors who did not pay, by reason, summed over nodes (since each node's start)."
+        );
+        let _ = writeln!(text, "# TYPE exchange_monitor_grantor_refusals gauge");
+        for (reason, count) in refusals {
+            let _ = writeln!(text, "exchange_monitor_grantor_refusals{{reason=\"{reason}\"}} {count}");
         }
         drop(live);
         let _ = writeln!(text, "# HELP exchange_monitor_alerts Alerts active now.");

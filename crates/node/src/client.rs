@@ -156,6 +156,21 @@ impl BureauConn {
         Ok(self.client.reconcile(request).await?.into_inner())
     }
 
+    /// A page of the node's audit log: records after `after_seq`, in order (`limit` 0: the
+    /// node's default page).
+    pub async fn audit_log(&mut self, after_seq: u64, limit: u32) -> Result<pb::AuditPage, Status> {
+        Ok(self
+            .client
+            .audit_log(pb::AuditRequest { after_seq, limit })
+            .await?
+            .into_inner())
+    }
+
+    /// Has the node walk its whole audit log's hash chain.
+    pub async fn verify_audit(&mut self) -> Result<pb::AuditVerification, Status> {
+        Ok(self.client.verify_audit(pb::VerifyAuditRequest {}).await?.into_inner())
+    }
+
     /// Waits until the node answers (any answer from the bureau API counts), up to `timeout`.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), Status> {
         let deadline = tokio::time::Instant::now() + timeout;

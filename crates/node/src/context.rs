@@ -162,6 +162,19 @@ impl NodeContext {
             .collect()
     }
 
+    /// Age in ms (this node's wall clock) of the oldest of `live` holds still prepared, from
+    /// the hold's `prepared_wall_ms`; `None` when none is.
+    pub fn oldest_hold_age_ms(&self, live: &[exchange_core::LegId]) -> Option<u64> {
+        let oldest = live
+            .iter()
+            .filter_map(|leg| match exchange_core::LedgerView::fence(&self.store, leg) {
+                Ok(Some(exchange_core::records::Fence::Prepared(hold))) => Some(hold.prepared_wall_ms),
+                _ => None,
+            })
+            .min()?;
+        Some(u64::try_from(self.clock.now().wall_ms.saturating_sub(oldest)).unwrap_or(0))
+    }
+
     pub fn failure(&self) -> Option<String> {
         self.failure.lock().ok().and_then(|f| f.clone())
     }

@@ -18,9 +18,11 @@ async fn metrics(State(ctx): State<Context>) -> String {
         .store_flush_micros_total
         .set(gauge(stats.flush_micros_total));
     ctx.metrics.store_flush_micros_max.set(gauge(stats.flush_micros_max));
+    let live = ctx.store.live_holds().unwrap_or_default();
+    ctx.metrics.holds_in_flight.set(gauge(live.len() as u64));
     ctx.metrics
-        .holds_in_flight
-        .set(gauge(ctx.store.live_holds().map(|h| h.len() as u64).unwrap_or(0)));
+        .oldest_hold_age_ms
+        .set(gauge(ctx.oldest_hold_age_ms(&live).unwrap_or(0)));
     ctx.metrics.settlements_in_flight.set(gauge(ctx.pending.len() as u64));
     ctx.metrics.render()
 }

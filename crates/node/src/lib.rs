@@ -4,6 +4,7 @@
 //! Glue only: actors decode, call the core, apply its writes, and let its messages and replies
 //! leave once those writes are durable. Every decision is the core's.
 
+pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod cluster;

@@ -7,7 +7,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use exchange_core::Province;
 use exchange_core::effects::{Effects, Note};
+use exchange_core::ledger::Write;
+use exchange_core::reason::Refusal;
+use exchange_core::records::{Fence, Receipt};
 
 type Labels = Vec<(String, String)>;
 
@@ -17,6 +21,14 @@ pub struct Metrics {
     registry: Registry,
     pub settlements: Family<Labels, Counter>,
     pub settlement_latency_seconds: Histogram,
+    /// Settlements in which a grantor of another province paid or refused.
+    pub cross_province_settlement_latency_seconds: Histogram,
+    /// Coordinator: grantors of decided settlements who paid nothing, by reason.
+    pub grantor_refusals: Family<Labels, Counter>,
+    /// Coordinator: the reasons among a re-planned settlement's grantors who did not pay.
+    pub replan_reasons: Family<Labels, Counter>,
+    /// Participant: legs on this node's accounts that ended aborted, by reason.
+    pub legs_aborted: Family<Labels, Counter>,
     pub holds_resolved: Family<Labels, Counter>,
     pub protocol_violations: Counter,
     pub client_requests: Family<Labels, Counter>,
@@ -26,6 +38,7 @@ pub struct Metrics {
     pub peer_link_up: Family<Labels, Gauge>,
     pub actor_restarts: Counter,
     pub holds_in_flight: Gauge,
+    pub oldest_hold_age_ms: Gauge,
     pub settlements_in_flight: Gauge,
     pub store_flushes: Gauge,
     pub store_flush_micros_total: Gauge,
@@ -51,6 +64,10 @@ impl Metrics {
         let metrics = Metrics {
             settlements: Family::default(),
             settlement_latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            cross_province_settlement_latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            grantor_refusals: Family::default(),
+            replan_reasons: Family::default(),
+            legs_aborted: Family::default(),
             holds_resolved: Family::default(),
             protocol_violations: Counter::default(),
             client_requests: Family::default(),
@@ -60,6 +77,7 @@ impl Metrics {
             peer_link_up: Family::default(),
             actor_restarts: Counter::default(),
             holds_in_flight: Gauge::default(),
+            oldest_hold_age_ms: Gauge::default(),
             settlements_in_flight: Gauge::default(),
             store_flushes: Gauge::default(),
             store_flush_micros_total: Gauge::default(),
@@ -75,6 +93,26 @@ impl Metrics {
             "settlement_latency_seconds",
             "Time from a settlement request's arrival to its receipt",
             metrics.settlement_latency_seconds.clone(),
+        );
+        registry.register(
+            "cross_province_settlement_latency_seconds",
+            "Time from a settlement request's arrival to its receipt, for settlements in which a grantor of another province paid or refused",
+            metrics.cross_province_settlement_latency_seconds.clone(),
+        );
+        registry.register(
+            "grantor_refusals",
+            "Grantors of decided settlements (coordinated here) who paid nothing, by reason",
+            metrics.grantor_refusals.clone(),
+        );
+        registry.register(
+            "replan_reasons",
+            "Reasons among the non-paying grantors of re-planned settlements (coordinated here)",
+            metrics.replan_reasons.clone(),
+        );
+        registry.register(
+            "legs_aborted",
+            "Legs on this node's accounts that ended aborted, by reason (a refusal code, released, or aborted_before_prepare)",
+            metrics.legs_aborted.clone(),
         );
         registry.register(
             "holds_resolved",
@@ -122,6 +160,11 @@ impl Metrics {
             metrics.holds_in_flight.clone(),
         );
         registry.register(
+            "oldest_hold_age_ms",
+            "Age of the oldest live hold on this node's accounts (0: none)",
+            metrics.oldest_hold_age_ms.clone(),
+        );
+        registry.register(
             "settlements_in_flight",
             "Settlements waiting for their receipt",
             metrics.settlements_in_flight.clone(),
@@ -144,8 +187,37 @@ impl Metrics {
         Metrics { registry, ..metrics }
     }
 
-    /// Counts what a handler reported.
+    /// Counts what a handler reported (called once its writes are applied).
     pub fn note_effects(&self, effects: &Effects) {
+        for write in &effects.writes {
+            match write {
+                Write::Fence {
+                    expected,
+                    new: Fence::Aborted { refusal },
+                    ..
+                } => {
+                    let reason = match (refusal, expected) {
+                        (Some(refusal), _) => refusal.code(),
+                        (None, Some(Fence::Prepared(_))) => "released",
+                        (None, _) => "aborted_before_prepare",
+                    };
+                    self.legs_aborted.get_or_create(&labels(&[("reason", reason)])).inc();
+                }
+                Write::Settlement(record) => {
+                    // Only at the decision (the record is rewritten by refunds later).
+                    let replanned = effects.notes.iter().find_map(|note| match note {
+                        Note::SettlementDecided {
+                            settlement, replanned, ..
+                        } if *settlement == record.receipt.settlement => Some(*replanned),
+                        _ => None,
+                    });
+                    if let Some(replanned) = replanned {
+                        self.note_refusals(&record.receipt, replanned);
+                    }
+                }
+                _ => {}
+            }
+        }
         for note in &effects.notes {
             match note {
                 Note::SettlementDecided {
@@ -174,6 +246,26 @@ impl Metrics {
         }
     }
 
+    fn note_refusals(&self, receipt: &Receipt, replanned: bool) {
+        for not_paying in &receipt.not_paying {
+            let reason = labels(&[("reason", not_paying.reason.code())]);
+            self.grantor_refusals.get_or_create(&reason).inc();
+            if replanned && !matches!(not_paying.reason, Refusal::NotNeeded | Refusal::TooManyGrantors) {
+                self.replan_reasons.get_or_create(&reason).inc();
+            }
+        }
+    }
+
+    /// Records a settlement's latency (seconds from request to receipt) on the coordinator
+    /// `home`: in the cross-province histogram too when a grantor of another province paid
+    /// or refused (not merely "not needed" or beyond the grantor cap).
+    pub fn observe_settlement(&self, home: Province, receipt: &Receipt, seconds: f64) {
+        self.settlement_latency_seconds.observe(seconds);
+        if is_cross_province(home, receipt) {
+            self.cross_province_settlement_latency_seconds.observe(seconds);
+        }
+    }
+
     pub fn client_request(&self, method: &str, result: &str) {
         self.client_requests
             .get_or_create(&labels(&[("method", method), ("result", result)]))
@@ -198,4 +290,14 @@ impl Metrics {
         }
         text
     }
+}
+
+/// Whether a grantor of a province other than `home` took part in the settlement: paid part
+/// of it, or refused (or timed out) rather than being not needed.
+pub fn is_cross_province(home: Province, receipt: &Receipt) -> bool {
+    receipt.mutual_aid.iter().any(|part| part.province != home)
+        || receipt
+            .not_paying
+            .iter()
+            .any(|n| n.province != home && !matches!(n.reason, Refusal::NotNeeded | Refusal::TooManyGrantors))
 }

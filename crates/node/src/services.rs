@@ -2,7 +2,12 @@
 //! bureau and hospitals) and `Monitor` (the national monitor's feed). Each authorizes by the
 //! identity in the client's certificate, converts, hands the request to the owning actor and
 //! waits for the reply. Nothing is decided here.
+//!
+//! Every `Bureau` call is an operator action and goes to the audit log (`audit.rs`): an intent
+//! before an action reaches the core and its outcome after, or one record after a read; a call
+//! refused for its certificate's identity is recorded too.
 
+use std::fmt::Debug;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,9 +20,11 @@ use exchange_proto::pb::bureau_server::Bureau;
 use exchange_proto::pb::exchange_server::Exchange;
 use exchange_proto::pb::monitor_server::Monitor;
 use exchange_proto::{BureauReply, BureauRequest, bureau_reply_to_wire};
+use exchange_store::{AUDIT_INTENT, AUDIT_PAGE_LEN_MAX, AuditAppended, AuditEntry};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::audit::{AUDIT_PAGE_LEN_DEFAULT, caller_of, outcome_of, summary};
 use crate::context::Context;
 
 /// Journal entries sent per page of the monitor feed.
@@ -90,14 +97,110 @@ pub struct BureauService {
 }
 
 impl BureauService {
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match identity(&self.ctx, request)? {
-            PeerIdentity::Bureau(province) if province == self.ctx.province => Ok(()),
-            other => Err(Status::permission_denied(format!(
-                "{other} may not operate the node of province {}",
-                self.ctx.province
-            ))),
+    /// Lets only this province's bureau in; returns how the audit log names the caller. A
+    /// caller whose certificate verifies but who may not operate this node is audited too.
+    fn authorize<T: Debug>(&self, request: &Request<T>, action: &'static str) -> Result<String, Status> {
+        let caller = caller_of(&self.ctx, request)?;
+        match caller.identity {
+            PeerIdentity::Bureau(province) if province == self.ctx.province => Ok(caller.actor),
+            other => {
+                let refused = Status::permission_denied(format!(
+                    "{other} may not operate the node of province {}",
+                    self.ctx.province
+                ));
+                let outcome = outcome_of::<()>(&Err(refused.clone()));
+                // Refused either way; a failure to record it is logged by `audit`.
+                let _ = self.audit(&caller.actor, action, summary(request.get_ref()), outcome, None);
+                Err(refused)
+            }
         }
+    }
+
+    /// Appends one audit record (not waiting for it to be durable: see `audit.rs`).
+    fn audit(
+        &self,
+        actor: &str,
+        action: &'static str,
+        detail: String,
+        outcome: String,
+        intent_seq: Option<u64>,
+    ) -> Result<AuditAppended, Status> {
+        let entry = AuditEntry {
+            wall_ms: self.ctx.clock.now().wall_ms,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            detail,
+            outcome,
+            intent_seq,
+        };
+        self.ctx.store.append_audit(&entry).map_err(|error| {
+            tracing::warn!(action, %error, "could not append to the audit log");
+            Status::unavailable(format!("audit log: {error}"))
+        })
+    }
+
+    /// Records a read after its result. A read that cannot be recorded is not answered.
+    fn audited_read<R>(
+        &self,
+        actor: &str,
+        action: &'static str,
+        detail: String,
+        result: Result<R, Status>,
+    ) -> Result<Response<R>, Status> {
+        self.audit(actor, action, detail, outcome_of(&result), None)?;
+        result.map(Response::new)
+    }
+
+    /// Runs an action through the core between its audit intent and its audit outcome. The
+    /// intent is written before the core sees the request, so the durable wait of whatever the
+    /// action writes or answers covers it; an action that cannot be recorded is not run. The
+    /// outcome rides on the next flush (see `audit.rs`) and a failure to record it does not
+    /// change the answer, whose effects are already durable.
+    async fn audited_action<R: Debug>(
+        &self,
+        actor: &str,
+        action: &'static str,
+        request: BureauRequest,
+        reply_of: impl FnOnce(BureauReply) -> Option<R>,
+    ) -> Result<Response<R>, Status> {
+        let intent = self.audit(actor, action, summary(&request), AUDIT_INTENT.to_string(), None)?;
+        let result = match self.call(action, request).await {
+            Ok(reply) => reply_of(reply).ok_or_else(|| wrong_reply(action)),
+            Err(status) => Err(status),
+        };
+        let detail = match &result {
+            Ok(reply) => summary(reply),
+            Err(status) => status.message().to_string(),
+        };
+        let _ = self.audit(actor, action, detail, outcome_of(&result), Some(intent.seq));
+        result.map(Response::new)
+    }
+
+    fn account_of(&self, person: &exchange_core::PersonId) -> Result<pb::Account, Status> {
+        match self.ctx.store.account(person) {
+            Ok(Some(account)) => Ok(account.into()),
+            Ok(None) => Err(Status::not_found(format!(
+                "{person} is not enrolled on this node (unknown_person)"
+            ))),
+            Err(error) => Err(Status::unavailable(error.to_string())),
+        }
+    }
+
+    fn list_bindings_of(&self, person: &exchange_core::PersonId) -> Result<pb::ListBindingsReply, Status> {
+        let store = &self.ctx.store;
+        let load = || -> Result<_, exchange_store::StoreError> {
+            let mut as_grantor = Vec::new();
+            for id in store.bindings_of_grantor(person)? {
+                as_grantor.extend(store.binding(&id)?);
+            }
+            let mut as_grantee = Vec::new();
+            for id in store.bindings_of_grantee(person)? {
+                as_grantee.extend(store.binding_copy(&id)?);
+            }
+            Ok((as_grantor, as_grantee))
+        };
+        let (as_grantor, as_grantee) = load().map_err(|error| Status::unavailable(error.to_string()))?;
+        Ok(pb::ListBindingsReply::from_bindings(as_grantor, as_grantee))
     }
 
     /// Runs one request through the core and waits for its reply (after its writes are durable).
@@ -141,10 +244,9 @@ impl BureauService {
                 ));
             }
         };
-        if is_settlement && matches!(reply, ClientReply::Settled(_)) {
+        if is_settlement && let ClientReply::Settled(receipt) = &reply {
             ctx.metrics
-                .settlement_latency_seconds
-                .observe(started.elapsed().as_secs_f64());
+                .observe_settlement(ctx.province, receipt, started.elapsed().as_secs_f64());
         }
         let result = bureau_reply_to_wire(reply);
         ctx.metrics
@@ -159,14 +261,18 @@ fn wrong_reply(method: &str) -> Status {
 
 macro_rules! bureau_call {
     ($self:ident, $request:ident, $method:literal, $variant:ident, $reply:ident) => {{
-        $self.authorize(&$request)?;
-        match $self
-            .call($method, BureauRequest::$variant($request.into_inner()))
-            .await?
-        {
-            BureauReply::$reply(reply) => Ok(Response::new(reply)),
-            _ => Err(wrong_reply($method)),
-        }
+        let actor = $self.authorize(&$request, $method)?;
+        $self
+            .audited_action(
+                &actor,
+                $method,
+                BureauRequest::$variant($request.into_inner()),
+                |reply| match reply {
+                    BureauReply::$reply(reply) => Some(reply),
+                    _ => None,
+                },
+            )
+            .await
     }};
 }
 
@@ -177,15 +283,14 @@ impl Bureau for BureauService {
     }
 
     async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
-        self.authorize(&request)?;
-        let person = request.into_inner().person_id().map_err(convert_error)?;
-        match self.ctx.store.account(&person) {
-            Ok(Some(account)) => Ok(Response::new(account.into())),
-            Ok(None) => Err(Status::not_found(format!(
-                "{person} is not enrolled on this node (unknown_person)"
-            ))),
-            Err(error) => Err(Status::unavailable(error.to_string())),
-        }
+        let actor = self.authorize(&request, "get_account")?;
+        let request = request.into_inner();
+        let detail = summary(&request);
+        let result = request
+            .person_id()
+            .map_err(convert_error)
+            .and_then(|person| self.account_of(&person));
+        self.audited_read(&actor, "get_account", detail, result)
     }
 
     async fn credit(&self, request: Request<pb::CreditRequest>) -> Result<Response<pb::CreditReply>, Status> {
@@ -216,24 +321,14 @@ impl Bureau for BureauService {
         &self,
         request: Request<pb::ListBindingsRequest>,
     ) -> Result<Response<pb::ListBindingsReply>, Status> {
-        self.authorize(&request)?;
-        let person = request.into_inner().person_id().map_err(convert_error)?;
-        let store = &self.ctx.store;
-        let load = || -> Result<_, exchange_store::StoreError> {
-            let mut as_grantor = Vec::new();
-            for id in store.bindings_of_grantor(&person)? {
-                as_grantor.extend(store.binding(&id)?);
-            }
-            let mut as_grantee = Vec::new();
-            for id in store.bindings_of_grantee(&person)? {
-                as_grantee.extend(store.binding_copy(&id)?);
-            }
-            Ok((as_grantor, as_grantee))
-        };
-        let (as_grantor, as_grantee) = load().map_err(|error| Status::unavailable(error.to_string()))?;
-        Ok(Response::new(pb::ListBindingsReply::from_bindings(
-            as_grantor, as_grantee,
-        )))
+        let actor = self.authorize(&request, "list_bindings")?;
+        let request = request.into_inner();
+        let detail = summary(&request);
+        let result = request
+            .person_id()
+            .map_err(convert_error)
+            .and_then(|person| self.list_bindings_of(&person));
+        self.audited_read(&actor, "list_bindings", detail, result)
     }
 
     async fn settle(&self, request: Request<pb::SettleRequest>) -> Result<Response<pb::Receipt>, Status> {
@@ -261,29 +356,84 @@ impl Bureau for BureauService {
     }
 
     async fn records(&self, request: Request<pb::RecordsRequest>) -> Result<Response<pb::RecordsPage>, Status> {
-        self.authorize(&request)?;
+        let actor = self.authorize(&request, "records")?;
         let ctx = self.ctx.clone();
         let request = request.into_inner();
-        let page = tokio::task::spawn_blocking(move || crate::records::records(&ctx, request))
+        let detail = summary(&request);
+        let result = tokio::task::spawn_blocking(move || crate::records::records(&ctx, request))
             .await
-            .map_err(|error| Status::internal(format!("records: {error}")))??;
-        Ok(Response::new(page))
+            .map_err(|error| Status::internal(format!("records: {error}")))
+            .and_then(|page| page);
+        self.audited_read(&actor, "records", detail, result)
     }
 
     async fn clearing(&self, request: Request<pb::ClearingRequest>) -> Result<Response<pb::ClearingReport>, Status> {
-        self.authorize(&request)?;
+        let actor = self.authorize(&request, "clearing")?;
         let ctx = self.ctx.clone();
         let request = request.into_inner();
-        let report = tokio::task::spawn_blocking(move || crate::records::clearing(&ctx, request))
+        let detail = summary(&request);
+        let result = tokio::task::spawn_blocking(move || crate::records::clearing(&ctx, request))
             .await
-            .map_err(|error| Status::internal(format!("clearing: {error}")))??;
-        Ok(Response::new(report))
+            .map_err(|error| Status::internal(format!("clearing: {error}")))
+            .and_then(|report| report);
+        self.audited_read(&actor, "clearing", detail, result)
     }
 
     async fn reconcile(&self, request: Request<pb::ReconcileRequest>) -> Result<Response<pb::ReconcileReport>, Status> {
-        self.authorize(&request)?;
-        let report = crate::records::reconcile(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(report))
+        let actor = self.authorize(&request, "reconcile")?;
+        let request = request.into_inner();
+        let detail = summary(&request);
+        let result = crate::records::reconcile(&self.ctx, request).await;
+        self.audited_read(&actor, "reconcile", detail, result)
+    }
+
+    async fn audit_log(&self, request: Request<pb::AuditRequest>) -> Result<Response<pb::AuditPage>, Status> {
+        let actor = self.authorize(&request, "audit_log")?;
+        let request = request.into_inner();
+        let detail = summary(&request);
+        let limit = match usize::try_from(request.limit).unwrap_or(usize::MAX) {
+            0 => AUDIT_PAGE_LEN_DEFAULT,
+            limit => limit.min(AUDIT_PAGE_LEN_MAX),
+        };
+        let store = self.ctx.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.audit_from(request.after_seq, limit))
+            .await
+            .map_err(|error| Status::internal(format!("audit log: {error}")))
+            .and_then(|page| page.map_err(|error| Status::unavailable(format!("audit log: {error}"))))
+            .map(|records| {
+                let full = records.len() >= limit;
+                let next_after_seq = match records.last() {
+                    Some(last) if full => last.seq,
+                    _ => 0,
+                };
+                pb::AuditPage {
+                    records: records.into_iter().map(crate::audit::record_to_wire).collect(),
+                    next_after_seq,
+                }
+            });
+        self.audited_read(&actor, "audit_log", detail, result)
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::AuditVerification>, Status> {
+        let actor = self.authorize(&request, "verify_audit")?;
+        let store = self.ctx.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.verify_audit())
+            .await
+            .map_err(|error| Status::internal(format!("audit verification: {error}")))
+            .and_then(|verification| {
+                verification
+                    .map(crate::audit::verification_to_wire)
+                    .map_err(|error| Status::unavailable(format!("audit log: {error}")))
+            });
+        // What the walk found goes into the log too: the heads operators saw, or the break.
+        let detail = result
+            .as_ref()
+            .map(crate::audit::verification_detail)
+            .unwrap_or_default();
+        self.audited_read(&actor, "verify_audit", detail, result)
     }
 }
 
@@ -321,6 +471,7 @@ pub fn health_sample(ctx: &Context) -> pb::HealthSample {
         held_fen,
         settlements_in_flight: u32::try_from(ctx.pending.len()).unwrap_or(u32::MAX),
         peer_links: ctx.link_states(),
+        oldest_hold_age_ms: ctx.oldest_hold_age_ms(&live),
     }
 }
 

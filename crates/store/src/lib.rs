@@ -6,25 +6,32 @@
 //! on it waits for [`Store::durable`] (or [`Store::flush_blocking`]) before it leaves the node.
 //!
 //! Architecture invariant: every write goes through one writer lock (`apply`, meta counters,
-//! incarnation), so journal sequence numbers and durability tickets follow apply order.
+//! incarnation, audit records), so journal and audit sequence numbers and durability tickets
+//! follow apply order.
 //! Architecture invariant: exactly one thread calls `sled::Db::flush` at a time, and no code
 //! here calls `flush_async` (it deadlocks under concurrency in sled 0.34.7).
-//! Deliberately absent: range scans over domain keys (only the journal is scanned in order),
-//! caches above sled's own page cache, and any background compaction of our own.
+//! Deliberately absent: range scans over domain keys (only the journal and the audit log are
+//! scanned in order), caches above sled's own page cache, and any background compaction of our
+//! own.
 
 // Data on disk must never be able to panic the node.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod audit;
 mod bench;
 mod codec;
 mod durability;
 mod error;
 mod store;
 
+pub use audit::{
+    AUDIT_GENESIS_HASH, AUDIT_INTENT, AUDIT_OPEN_INTENTS_LISTED_MAX, AuditBreak, AuditEntry, AuditRecord,
+    AuditVerification, hash_hex, verify_audit_at,
+};
 pub use bench::{BatchedWrites, bench_batched_writes};
 pub use durability::StoreStats;
 pub use error::StoreError;
-pub use store::{Applied, Store, StoreConfig};
+pub use store::{Applied, AuditAppended, Store, StoreConfig};
 
 /// Default page-cache size: bounded so memory does not grow with the number of accounts
 /// (sled's own default is 1 GiB).
@@ -37,6 +44,11 @@ pub const KEY_BYTES_MAX: usize = 512;
 pub const WRITE_SET_LEN_MAX: usize = 4096;
 /// Most journal entries returned by one `journal_from` page.
 pub const JOURNAL_PAGE_LEN_MAX: usize = 10_000;
+/// Most audit records returned by one `audit_from` page.
+pub const AUDIT_PAGE_LEN_MAX: usize = 1_000;
+/// Longest actor, action, detail or outcome text of an audit record, in bytes; longer texts
+/// are cut (with `…`).
+pub const AUDIT_TEXT_BYTES_MAX: usize = 4 * 1024;
 /// Longest name of a meta counter, in bytes.
 pub const META_NAME_BYTES_MAX: usize = 64;
 /// Longest wait at open for the database's file lock, held briefly by sled's I/O threads

@@ -14,12 +14,13 @@ use exchange_core::records::{CreditRecord, Fence, JournalEntry, OutboxKey, Refun
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
+use crate::audit::{AUDIT_TREE, AuditEntry, AuditRecord, AuditVerification, load_head, verify_tree};
 use crate::codec::{account_journal_key, decode, decode_u64, encode_key, encode_value, journal_key};
 use crate::durability::{Durability, StoreStats};
 use crate::error::StoreError;
 use crate::{
-    CACHE_CAPACITY_BYTES_DEFAULT, JOURNAL_PAGE_LEN_MAX, META_NAME_BYTES_MAX, OPEN_LOCK_RETRY_MS, OPEN_LOCK_WAIT_MS_MAX,
-    WRITE_SET_LEN_MAX,
+    AUDIT_PAGE_LEN_MAX, CACHE_CAPACITY_BYTES_DEFAULT, JOURNAL_PAGE_LEN_MAX, META_NAME_BYTES_MAX, OPEN_LOCK_RETRY_MS,
+    OPEN_LOCK_WAIT_MS_MAX, WRITE_SET_LEN_MAX,
 };
 
 /// How to open the store.
@@ -39,6 +40,14 @@ impl Default for StoreConfig {
             flush_every_ms: None,
         }
     }
+}
+
+/// Where an audit record went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditAppended {
+    pub seq: u64,
+    /// For [`Store::durable`].
+    pub ticket: u64,
 }
 
 /// What one apply did.
@@ -69,10 +78,13 @@ enum TreeName {
     /// empty value; so a person's history is one range scan, newest first.
     AccountJournal,
     Meta,
+    /// The operator audit log (see `audit.rs`); written outside the write-set transactions,
+    /// so it is last and not part of their view.
+    Audit,
 }
 
 impl TreeName {
-    const ALL: [TreeName; 14] = [
+    const ALL: [TreeName; 15] = [
         TreeName::Accounts,
         TreeName::Bindings,
         TreeName::BindingCopies,
@@ -87,7 +99,11 @@ impl TreeName {
         TreeName::Journal,
         TreeName::AccountJournal,
         TreeName::Meta,
+        TreeName::Audit,
     ];
+
+    /// How many trees (the first ones of `ALL`) a write set's transaction spans.
+    const TRANSACTIONAL: usize = TreeName::Audit as usize;
 
     fn name(self) -> &'static str {
         match self {
@@ -105,6 +121,7 @@ impl TreeName {
             TreeName::Journal => "journal",
             TreeName::AccountJournal => "account_journal",
             TreeName::Meta => "meta",
+            TreeName::Audit => AUDIT_TREE,
         }
     }
 
@@ -125,6 +142,9 @@ struct WriterState {
     /// The sequence number the next journal entry gets.
     next_journal_seq: u64,
     last_ticket: u64,
+    /// The seq the next audit record gets, and the hash it links to.
+    next_audit_seq: u64,
+    audit_head_hash: [u8; 32],
 }
 
 /// Everything the flusher thread shares with the handles.
@@ -373,12 +393,16 @@ impl Store {
             tree: TreeName::Journal.name(),
             detail: "last journal sequence number is u64::MAX".to_string(),
         })?;
+        // A changed newest audit record would be silently extended by the next append: refuse.
+        let (next_audit_seq, audit_head_hash) = load_head(&trees[TreeName::Audit.index()])?;
         let shared = Arc::new(Shared {
             db,
             trees,
             writer: Mutex::new(WriterState {
                 next_journal_seq,
                 last_ticket: 0,
+                next_audit_seq,
+                audit_head_hash,
             }),
             durability: Durability::new(),
         });
@@ -437,7 +461,8 @@ impl Store {
         let ticket = following_ticket(&writer)?;
         let result: Result<Vec<u64>, TransactionError<StoreError>> = shared
             .trees
-            .as_slice()
+            .get(..TreeName::TRANSACTIONAL)
+            .unwrap_or_default()
             .transaction(|view| run_transaction(view, &checks, &ops, first_journal_seq));
         let journal_seqs = match result {
             Ok(seqs) => seqs,
@@ -619,6 +644,52 @@ impl Store {
         Ok(ticket)
     }
 
+    /// Appends one record to the audit log, chained to the previous one; returns its seq and
+    /// the ticket to wait on for its durability (like an apply's: a later apply's durable
+    /// wait covers it too, since a flush writes everything applied before it).
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<AuditAppended, StoreError> {
+        let shared = self.shared();
+        shared.durability.check_failure()?;
+        let mut writer = lock_writer(shared);
+        let seq = writer.next_audit_seq;
+        let next_seq = seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+            tree: AUDIT_TREE,
+            detail: "audit sequence exhausted".to_string(),
+        })?;
+        let record = AuditRecord::chained(seq, writer.audit_head_hash, entry);
+        let value = encode_value("audit record", &record)?;
+        // Taken before the write so nothing can fail between the insert and its ticket.
+        let ticket = following_ticket(&writer)?;
+        self.tree(TreeName::Audit).insert(journal_key(seq), value)?;
+        writer.last_ticket = ticket;
+        writer.next_audit_seq = next_seq;
+        writer.audit_head_hash = record.hash;
+        shared.durability.note_applied(ticket);
+        Ok(AuditAppended { seq, ticket })
+    }
+
+    /// Up to `limit` (at most `AUDIT_PAGE_LEN_MAX`) audit records with seqs above
+    /// `after_seq`, in order, as stored (not verified: see [`Store::verify_audit`]).
+    pub fn audit_from(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let Some(first) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.tree(TreeName::Audit)
+            .range(journal_key(first)..)
+            .values()
+            .take(limit.min(AUDIT_PAGE_LEN_MAX))
+            .map(|value| decode(AUDIT_TREE, &value?))
+            .collect()
+    }
+
+    /// Walks the whole audit log up to its newest record now, checking seq continuity, every
+    /// link and every hash; reports the first broken seq with a reason. `Err` only when the
+    /// store cannot be read. O(records) time, O(1) memory but for unanswered intents.
+    pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        let last = lock_writer(self.shared()).next_audit_seq.saturating_sub(1);
+        verify_tree(self.tree(TreeName::Audit), Some(last))
+    }
+
     fn read_meta(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
         match self.tree(TreeName::Meta).get(key)? {
             Some(bytes) => Ok(Some(decode_u64(TreeName::Meta.name(), &bytes)?)),
@@ -661,7 +732,7 @@ impl Store {
 /// it, a few milliseconds later, so an in-place restart (tests, a node restarting its store)
 /// would otherwise fail at random. Another live process keeps the lock, and we fail after
 /// the wait.
-fn open_waiting_for_lock(sled_config: &sled::Config) -> Result<sled::Db, StoreError> {
+pub(crate) fn open_waiting_for_lock(sled_config: &sled::Config) -> Result<sled::Db, StoreError> {
     let started = Instant::now();
     loop {
         match sled_config.open() {

@@ -18,6 +18,10 @@ use serde_json::{Value, json};
 
 use crate::Failure;
 
+pub use audit::{OfflineVerifyArgs, run_offline as run_audit_verify};
+
+#[path = "audit.rs"]
+mod audit;
 #[path = "import.rs"]
 mod import;
 #[path = "ledger.rs"]
@@ -114,6 +118,10 @@ enum CtlCommand {
     /// Compare this node's journal with a peer's leg by leg for a period (对账): totals, the
     /// net amount owed, every mismatch; exit code 1 on a mismatch.
     Reconcile(ledger::ReconcileArgs),
+    /// The node's operator audit log: `list` its records, `verify` its hash chain (exit code 1
+    /// when broken).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +326,7 @@ async fn execute(config: NodeConfig, command: CtlCommand, json_out: bool) -> Res
         CtlCommand::Records(args) => return ledger::records(&mut conn, args, json_out).await,
         CtlCommand::Clearing(args) => return ledger::clearing(&mut conn, args, json_out).await,
         CtlCommand::Reconcile(args) => return ledger::reconcile(&mut conn, args, json_out).await,
+        CtlCommand::Audit(command) => return audit::run(&mut conn, command, json_out).await,
         CtlCommand::Account(AccountCommand::Show { person }) => {
             let account = conn
                 .account(&person)

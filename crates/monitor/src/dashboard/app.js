@@ -42,6 +42,10 @@ function heatColor(t) {
   return "rgb(" + c.join(",") + ")";
 }
 
+function percentiles(l) {
+  return !l || l.p50 === null ? "—" : l.p50.toFixed(1) + " / " + l.p99.toFixed(1) + " ms";
+}
+
 function renderKpis(o) {
   const h = o.health, f = o.flows;
   const up = h.nodes.filter((n) => n.up).length;
@@ -51,8 +55,9 @@ function renderKpis(o) {
     ["kpi-flow", "cross-province paid (net)", yuan(f.total_amount_fen), false],
     ["kpi-nodes", "nodes up", up + " / " + h.nodes.length, up < h.nodes.length],
     ["kpi-holds", "holds in flight", h.holds_in_flight + " (" + yuan(h.held_fen) + ")", false],
-    ["kpi-oldest", "oldest hold (at most)", ago(h.oldest_hold_age_ms_max), false],
-    ["kpi-p99", "latency p50 / p99", h.latency_ms.p50 === null ? "—" : h.latency_ms.p50.toFixed(1) + " / " + h.latency_ms.p99.toFixed(1) + " ms", false],
+    ["kpi-oldest", h.oldest_hold_age_exact === false ? "oldest hold (at most)" : "oldest hold", h.oldest_hold_age_ms === null ? "none" : ago(h.oldest_hold_age_ms), false],
+    ["kpi-p99", "latency p50 / p99", percentiles(h.latency_ms), false],
+    ["kpi-cross-p99", "cross-province p50 / p99", percentiles(h.latency_ms.cross_province), false],
     ["kpi-alerts", "alerts", String(o.alerts.length), o.alerts.length > 0],
   ];
   const box = document.getElementById("kpis");
@@ -137,6 +142,7 @@ function renderHealth(health) {
       el("td", { class: "num" }, String(n.lag_entries)),
       el("td", { class: "num" }, String(n.holds_in_flight)),
       el("td", { class: "num" }, yuan(n.held_fen)),
+      el("td", { class: "num oldest-hold" }, n.oldest_hold_age_ms === null ? "—" : (n.oldest_hold_age_exact ? "" : "≤ ") + ago(n.oldest_hold_age_ms)),
     );
     const links = el("td");
     for (const link of n.peer_links) links.append(el("span", { class: "link" + (link.state === "connected" ? "" : " down") }, link.name + " " + (link.state === "connected" ? "✓" : link.state)));
@@ -194,7 +200,44 @@ function renderSeries(o) {
     { name: "p50", color: "#2ea043", points: pick("p50_ms") },
     { name: "p90", color: "#d29922", points: pick("p90_ms") },
     { name: "p99", color: "#f85149", points: pick("p99_ms") },
+    { name: "cross p50", color: "#58a6ff", points: latency.filter((s) => s.cross_count > 0 && s.cross_p50_ms !== null).map((s) => [s.at_ms / 1000, s.cross_p50_ms]) },
+    { name: "cross p99", color: "#ff8c28", points: latency.filter((s) => s.cross_count > 0 && s.cross_p99_ms !== null).map((s) => [s.at_ms / 1000, s.cross_p99_ms]) },
   ], { xMin: from, xMax: nowS, xLabel: "−5 min", yMinMax: 1, dots: true });
+}
+
+// Horizontal bars: one row per reason, labelled with its code and count.
+function barChart(container, counts, color, empty) {
+  const entries = Object.entries(counts || {}).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
+  container.replaceChildren();
+  if (entries.length === 0) {
+    container.append(el("div", { class: "muted" }, empty));
+    return;
+  }
+  const width = 420, row = 18, label = 170;
+  const max = Math.max(...entries.map(([, v]) => v));
+  const root = svg("svg", { viewBox: "0 0 " + width + " " + (entries.length * row + 4) });
+  entries.forEach(([reason, count], i) => {
+    const y = i * row + 2;
+    const w = Math.max(2, ((width - label - 50) * count) / max);
+    const g = svg("g", { class: "bar", "data-reason": reason, "data-count": count });
+    g.append(
+      svg("text", { x: label - 6, y: y + 12, "text-anchor": "end", fill: "#e6edf3", "font-size": 11 }, reason.replace(/_/g, " ")),
+      svg("rect", { x: label, y, width: w.toFixed(1), height: row - 4, fill: color, rx: 2 }),
+      svg("text", { x: label + w + 6, y: y + 12, fill: "#8b9bab", "font-size": 11 }, String(count)),
+    );
+    root.append(g);
+  });
+  container.append(root);
+}
+
+function renderOutcomes(outcomes) {
+  if (!outcomes) return;
+  barChart(document.getElementById("refusals-chart"), outcomes.grantor_refusals, "#d29922", "no grantor refused yet");
+  barChart(document.getElementById("replans-chart"), outcomes.replan_reasons, "#ff8c28", "no re-plans yet");
+  barChart(document.getElementById("aborts-chart"), outcomes.legs_aborted, "#f85149", "no aborted legs yet");
+  const o = outcomes.settlements_by_outcome || {};
+  document.getElementById("outcome-summary").textContent = Object.keys(o).length === 0 ? "no settlements decided yet"
+    : Object.entries(o).map(([k, v]) => k.replace(/_/g, " ") + ": " + v).join(" · ");
 }
 
 function renderClearing(clearing) {
@@ -230,6 +273,7 @@ function render(o) {
   renderHealth(o.health);
   renderSeries(o);
   renderClearing(o.clearing);
+  renderOutcomes(o.outcomes);
   document.body.setAttribute("data-rendered-ms", String(o.generated_ms));
 }
 

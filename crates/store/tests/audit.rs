@@ -1,0 +1,257 @@
+//! The audit log: appends chain and survive a reopen; a changed, re-hashed, removed or
+//! misplaced record is found by the verifier at its seq; a changed newest record stops the
+//! store from opening (the offline verifier still reports it).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use exchange_core::ledger::Write;
+use exchange_store::{AUDIT_GENESIS_HASH, AUDIT_INTENT, AuditEntry, AuditRecord, Store, StoreError, verify_audit_at};
+
+fn entry(action: &str, outcome: &str, intent_seq: Option<u64>) -> AuditEntry {
+    AuditEntry {
+        wall_ms: 1_700_000_000_000,
+        actor: "bureau.500000.exchange serial=1f".into(),
+        action: action.into(),
+        detail: format!("{action} request"),
+        outcome: outcome.into(),
+        intent_seq,
+    }
+}
+
+/// Six records: three actions (intent + outcome each, one refused), one read, one intent whose
+/// outcome never came (as after a crash), one more read.
+fn fill(store: &Store) {
+    for (action, outcome) in [("open_account", "ok"), ("settle", "refused: insufficient_balance")] {
+        let intent = store.append_audit(&entry(action, AUDIT_INTENT, None)).unwrap();
+        store.append_audit(&entry(action, outcome, Some(intent.seq))).unwrap();
+    }
+    store.append_audit(&entry("get_account", "ok", None)).unwrap();
+    store.append_audit(&entry("credit", AUDIT_INTENT, None)).unwrap();
+    store.append_audit(&entry("records", "ok", None)).unwrap();
+}
+
+/// sled releases a dropped database's file lock a little later; wait for it.
+fn open_raw(path: &Path) -> sled::Db {
+    let started = Instant::now();
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(error) if started.elapsed() < Duration::from_secs(5) => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
+/// Rewrites record `seq` in the raw database with `change`.
+fn tamper(path: &Path, seq: u64, change: impl FnOnce(&mut AuditRecord)) {
+    let db = open_raw(path);
+    let tree = db.open_tree("audit").unwrap();
+    let mut record: AuditRecord = rmp_serde::from_slice(&tree.get(seq.to_be_bytes()).unwrap().unwrap()).unwrap();
+    change(&mut record);
+    tree.insert(seq.to_be_bytes(), rmp_serde::to_vec(&record).unwrap())
+        .unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn appends_chain_survive_reopen_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        let verification = store.verify_audit().unwrap();
+        assert!(verification.ok(), "{verification:?}");
+        assert_eq!(verification.records, 7);
+        store.flush_blocking().unwrap();
+    }
+    let store = open(dir.path());
+    let all = store.audit_from(0, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_eq!(all[0].prev_hash, AUDIT_GENESIS_HASH);
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    assert_eq!(all[1].intent_seq, Some(1));
+    assert_eq!(all[3].outcome, "refused: insufficient_balance");
+    // Paging.
+    let page = store.audit_from(2, 3).unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert!(store.audit_from(7, 10).unwrap().is_empty());
+    assert!(store.audit_from(u64::MAX, 10).unwrap().is_empty());
+
+    // The chain continues after the reopen, from the stored head.
+    let appended = store.append_audit(&entry("freeze", "ok", None)).unwrap();
+    assert_eq!(appended.seq, 8);
+    let verification = store.verify_audit().unwrap();
+    assert!(verification.ok(), "{verification:?}");
+    assert_eq!(verification.records, 8);
+    assert_eq!(verification.head_seq, 8);
+    assert_eq!(verification.head_hash, store.audit_from(7, 1).unwrap()[0].hash);
+    // The credit intent (seq 6) has no outcome: shown, not a break.
+    assert_eq!(verification.intents_without_outcome, 1);
+    assert_eq!(verification.open_intents, vec![6]);
+    drop(store);
+    assert_eq!(verify_audit_at(dir.path()).unwrap(), verification);
+}
+
+#[test]
+fn audit_appends_share_the_tickets_of_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let intent = store.append_audit(&entry("settle", AUDIT_INTENT, None)).unwrap();
+    let applied = store.apply(&[Write::BindingSerial(1)]).unwrap();
+    assert!(applied.ticket > intent.ticket);
+    // Waiting for the action's ticket covers the intent written before it.
+    runtime.block_on(store.durable(applied.ticket)).unwrap();
+    assert!(store.stats().flushed_ticket >= intent.ticket);
+    let outcome = store.append_audit(&entry("settle", "ok", Some(intent.seq))).unwrap();
+    assert_eq!(outcome.ticket, applied.ticket + 1);
+    runtime.block_on(store.durable(outcome.ticket)).unwrap();
+    // Long texts are cut, not refused.
+    let long = AuditEntry {
+        detail: "x".repeat(1 << 20),
+        ..entry("bind", "ok", None)
+    };
+    store.append_audit(&long).unwrap();
+    assert!(store.verify_audit().unwrap().ok());
+}
+
+#[test]
+fn a_changed_record_is_found_at_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        store.flush_blocking().unwrap();
+    }
+    tamper(dir.path(), 3, |record| record.detail = "settle nothing to see".into());
+    // The newest record is intact, so the node still opens; the verifier finds seq 3.
+    let store = open(dir.path());
+    let verification = store.verify_audit().unwrap();
+    let broken = verification.broken.clone().expect("tampering not detected");
+    assert_eq!(broken.seq, 3, "{broken:?}");
+    assert!(broken.reason.contains("hash"), "{broken:?}");
+    assert_eq!(verification.records, 2);
+    assert_eq!(verification.head_seq, 2);
+    drop(store);
+    assert_eq!(verify_audit_at(dir.path()).unwrap().broken, Some(broken));
+}
+
+#[test]
+fn a_changed_record_with_a_recomputed_hash_breaks_the_next_link() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        store.flush_blocking().unwrap();
+    }
+    tamper(dir.path(), 4, |record| {
+        record.outcome = "ok".into();
+        record.hash = record.compute_hash();
+    });
+    let store = open(dir.path());
+    let broken = store.verify_audit().unwrap().broken.expect("tampering not detected");
+    assert_eq!(broken.seq, 5, "{broken:?}");
+    assert!(broken.reason.contains("prev_hash"), "{broken:?}");
+}
+
+#[test]
+fn a_removed_record_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        store.flush_blocking().unwrap();
+    }
+    {
+        let db = open_raw(dir.path());
+        db.open_tree("audit").unwrap().remove(3u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let broken = store.verify_audit().unwrap().broken.expect("removal not detected");
+    assert_eq!(broken.seq, 3, "{broken:?}");
+    assert!(broken.reason.contains("missing"), "{broken:?}");
+    drop(store);
+
+    // Removing the first record is found too.
+    {
+        let db = open_raw(dir.path());
+        db.open_tree("audit").unwrap().remove(1u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    assert_eq!(verify_audit_at(dir.path()).unwrap().broken.unwrap().seq, 1);
+}
+
+#[test]
+fn a_record_moved_to_another_seq_or_garbage_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        store.flush_blocking().unwrap();
+    }
+    {
+        let db = open_raw(dir.path());
+        let tree = db.open_tree("audit").unwrap();
+        let second = tree.get(2u64.to_be_bytes()).unwrap().unwrap();
+        tree.insert(4u64.to_be_bytes(), second).unwrap();
+        tree.insert(6u64.to_be_bytes(), b"garbage".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let broken = verify_audit_at(dir.path()).unwrap().broken.unwrap();
+    assert_eq!(broken.seq, 4, "{broken:?}");
+    assert!(broken.reason.contains("says it is 2"), "{broken:?}");
+}
+
+#[test]
+fn an_outcome_without_its_intent_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store);
+    // An outcome for an intent already answered (seq 1 was answered by seq 2).
+    store.append_audit(&entry("open_account", "ok", Some(1))).unwrap();
+    let broken = store.verify_audit().unwrap().broken.unwrap();
+    assert_eq!(broken.seq, 8);
+}
+
+#[test]
+fn a_changed_newest_record_stops_the_store_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        store.flush_blocking().unwrap();
+    }
+    tamper(dir.path(), 7, |record| record.actor = "someone else".into());
+    match Store::open(dir.path(), &test_config()) {
+        Err(StoreError::Corrupt { tree: "audit", detail }) => assert!(detail.contains("hash"), "{detail}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // The offline verifier does not refuse: it reports.
+    let verification = verify_audit_at(dir.path()).unwrap();
+    assert_eq!(verification.broken.unwrap().seq, 7);
+    assert_eq!(verification.records, 6);
+}
+
+#[test]
+fn the_offline_verifier_needs_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(verify_audit_at(dir.path()), Err(StoreError::Corrupt { .. })));
+    // A store without any audit record verifies, empty.
+    drop(open(dir.path()));
+    let verification = verify_audit_at(dir.path()).unwrap();
+    assert!(verification.ok());
+    assert_eq!(verification.records, 0);
+}
