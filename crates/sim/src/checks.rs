@@ -141,16 +141,16 @@ impl Checker {
                         new: Fence::Prepared(hold),
                         ..
                     } => {
-                        if let Some(binding) = hold.binding.and_then(|b| tables.bindings.get(&b)) {
-                            if let BindingStatus::Revoked { at_wall_ms } = binding.status {
-                                return Err((
-                                    "authority_revocation",
-                                    format!(
-                                        "node {province} held {} on leg {leg} under binding {} revoked at wall {at_wall_ms}",
-                                        hold.amount, binding.id
-                                    ),
-                                ));
-                            }
+                        if let Some(binding) = hold.binding.and_then(|b| tables.bindings.get(&b))
+                            && let BindingStatus::Revoked { at_wall_ms } = binding.status
+                        {
+                            return Err((
+                                "authority_revocation",
+                                format!(
+                                    "node {province} held {} on leg {leg} under binding {} revoked at wall {at_wall_ms}",
+                                    hold.amount, binding.id
+                                ),
+                            ));
                         }
                         if tables.accounts.get(&hold.account).is_some_and(|a| a.frozen) {
                             return Err((

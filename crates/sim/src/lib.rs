@@ -4,18 +4,20 @@
 //! and workload, and the faults; [`run_seed`] runs it for one seed and checks the invariants
 //! ([`checks`]) during and after the run. The same seed and the same code give the same run,
 //! bit for bit: one seeded generator drives everything, every collection that affects the run
-//! is ordered, and the trace hash fingerprints every delivered event.
+//! is ordered, and the trace hash fingerprints every delivered event and the ledgers the run
+//! leaves behind ([`trace`]).
 
 pub mod checks;
 pub mod clock;
 pub mod error;
+pub mod ledger;
 pub mod scenario;
 pub mod trace;
 pub mod world;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub use error::ScenarioError;
@@ -28,10 +30,46 @@ pub const SEEDS_MAX: u64 = 10_000_000;
 /// Most worker threads.
 pub const JOBS_MAX: usize = 256;
 
+/// How far running seeds have got, for a progress display; updated every few thousand events.
+#[derive(Debug, Default)]
+pub struct Progress {
+    events: AtomicU64,
+    simulated_ms: AtomicU64,
+}
+
+impl Progress {
+    /// Events processed so far, over every seed.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Simulated time of the seed that reported last, in ms.
+    pub fn simulated_ms(&self) -> u64 {
+        self.simulated_ms.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, events: u64, simulated_ms: u64) {
+        self.events.fetch_add(events, Ordering::Relaxed);
+        self.simulated_ms.store(simulated_ms, Ordering::Relaxed);
+    }
+}
+
 /// Runs one seed. On a violation the seed is run again, deterministically, with event
 /// descriptions on, to report the last events before it.
 pub fn run_seed(scenario: &Scenario, seed: u64, safeguards: Safeguards) -> SeedReport {
-    let fast = world::World::new(scenario, seed, RunOptions { detail: false }, safeguards).run(None);
+    run_seed_with_progress(scenario, seed, safeguards, &Progress::default())
+}
+
+/// [`run_seed`], publishing simulated time and events to `progress` as the run goes.
+pub fn run_seed_with_progress(
+    scenario: &Scenario,
+    seed: u64,
+    safeguards: Safeguards,
+    progress: &Progress,
+) -> SeedReport {
+    let fast = world::World::new(scenario, seed, RunOptions { detail: false }, safeguards)
+        .with_progress(progress)
+        .run(None);
     let Some(violation) = &fast.violation else {
         return fast;
     };
@@ -74,7 +112,6 @@ pub struct Summary {
     pub faults_injected: BTreeMap<String, u64>,
     pub longest_in_doubt_hold_ms: u64,
     pub client_errors: BTreeMap<String, u64>,
-    pub protocol_notes: BTreeMap<String, u64>,
     pub violations: Vec<SeedViolation>,
     /// The trace hash, when exactly one seed ran.
     pub trace_hash: Option<String>,
@@ -104,10 +141,6 @@ impl Summary {
             let total = self.client_errors.entry(reason.clone()).or_default();
             *total = total.saturating_add(*count);
         }
-        for (kind, count) in &report.protocol_notes {
-            let total = self.protocol_notes.entry(kind.clone()).or_default();
-            *total = total.saturating_add(*count);
-        }
         self.longest_in_doubt_hold_ms = self.longest_in_doubt_hold_ms.max(report.longest_in_doubt_hold_ms);
         if let Some(violation) = &report.violation {
             self.violations.push(SeedViolation {
@@ -127,6 +160,18 @@ pub fn run_seeds(
     safeguards: Safeguards,
     on_seed: &(dyn Fn(&SeedReport) + Sync),
 ) -> Summary {
+    run_seeds_with_progress(scenario, seeds, jobs, safeguards, on_seed, &Progress::default())
+}
+
+/// [`run_seeds`], publishing events and simulated time to `progress` as the seeds run.
+pub fn run_seeds_with_progress(
+    scenario: &Scenario,
+    seeds: &[u64],
+    jobs: usize,
+    safeguards: Safeguards,
+    on_seed: &(dyn Fn(&SeedReport) + Sync),
+    progress: &Progress,
+) -> Summary {
     let started = Instant::now();
     let jobs = jobs.clamp(1, JOBS_MAX).min(seeds.len().max(1));
     let next = AtomicUsize::new(0);
@@ -140,7 +185,7 @@ pub fn run_seeds(
                     let Some(&seed) = seeds.get(index) else {
                         break;
                     };
-                    let report = run_seed(scenario, seed, safeguards);
+                    let report = run_seed_with_progress(scenario, seed, safeguards, progress);
                     if report.violation.is_some() {
                         stop.store(true, Ordering::Relaxed);
                     }

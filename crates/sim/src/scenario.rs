@@ -414,6 +414,40 @@ impl Scenario {
         Ok(provinces)
     }
 
+    /// The fault kinds (as counted in `faults_injected`) this scenario asks for: a probability
+    /// or rate above zero, or a timed event. Clock skew and drift are fixed per node, not
+    /// injected, and are not listed.
+    pub fn configured_fault_kinds(&self) -> Vec<&'static str> {
+        let n = &self.network;
+        let f = &self.faults;
+        let has_event = |wanted: fn(&TimedEvent) -> bool| self.events.iter().any(wanted);
+        let kinds = [
+            ("loss", n.loss > 0.0),
+            ("duplicate", n.duplicate > 0.0),
+            ("reorder", n.reorder > 0.0),
+            ("delay", n.delay > 0.0),
+            (
+                "partition",
+                f.partitions_per_s > 0.0 || has_event(|e| matches!(e, TimedEvent::Partition { .. })),
+            ),
+            (
+                "crash",
+                f.crashes_per_s > 0.0 || has_event(|e| matches!(e, TimedEvent::Crash { .. })),
+            ),
+            (
+                "clock_jump",
+                f.clock_jumps_per_s > 0.0 || has_event(|e| matches!(e, TimedEvent::ClockJump { .. })),
+            ),
+            (
+                "disk_stall",
+                f.disk_stalls_per_s > 0.0 || has_event(|e| matches!(e, TimedEvent::DiskStall { .. })),
+            ),
+            ("slow_flush", self.disk.slow > 0.0),
+            ("client_duplicate", self.workload.duplicate_request_percent > 0),
+        ];
+        kinds.into_iter().filter(|(_, on)| *on).map(|(kind, _)| kind).collect()
+    }
+
     /// End of the random-fault window, in ms after setup.
     pub fn fault_window_end_ms(&self) -> u64 {
         self.faults.end_ms.unwrap_or(self.duration_ms).min(self.duration_ms)

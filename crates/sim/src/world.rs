@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use exchange_core::binding::{BindRequest, DocumentKind};
 use exchange_core::config::Safeguards;
-use exchange_core::mem::MemLedger;
 use exchange_core::records::{Receipt, RefundReceipt, RefundRequest, SettleRequest};
 use exchange_core::{
     BindingId, BindingKind, ClientReply, ClientRequest, CreditId, Evidence, Input, Limits, Money, NodeCore, Note,
@@ -23,6 +22,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::checks::Checker;
 use crate::clock::NodeClock;
+use crate::ledger::SimLedger;
 use crate::scenario::{CrashPoint, Scenario, TimedEvent, parse_province};
 use crate::trace::TraceHash;
 
@@ -36,6 +36,8 @@ pub const LAST_EVENTS_MAX: usize = 40;
 pub const EVENT_TEXT_MAX: usize = 400;
 /// Most events one run may process (a guard against a run that never ends).
 pub const EVENTS_PER_RUN_MAX: u64 = 2_000_000_000;
+/// A run publishes its progress every this many events (a power of two).
+const PROGRESS_EVERY: u64 = 1 << 15;
 
 /// Fault kinds counted in reports, in report order.
 pub const FAULT_KINDS: [&str; 10] = [
@@ -78,8 +80,6 @@ pub struct SeedReport {
     pub faults_injected: BTreeMap<String, u64>,
     pub longest_in_doubt_hold_ms: u64,
     pub client_errors: BTreeMap<String, u64>,
-    /// Protocol-violation notes from known, harmless core issues (see the docs).
-    pub protocol_notes: BTreeMap<String, u64>,
     pub violation: Option<Violation>,
 }
 
@@ -237,7 +237,7 @@ pub(crate) struct SimNode {
     pub province: Province,
     pub core: Option<NodeCore>,
     pub incarnation: u32,
-    pub ledger: MemLedger,
+    pub ledger: SimLedger,
     pub clock: NodeClock,
     /// Sends and replies waiting for the next flush.
     outputs: Vec<Output>,
@@ -362,6 +362,8 @@ pub(crate) struct World<'a> {
     violation: Option<Violation>,
     ring: std::collections::VecDeque<String>,
     stop_at_event: Option<u64>,
+    progress: Option<&'a crate::Progress>,
+    published_events: u64,
     // Workload.
     persons: Vec<Vec<(PersonId, bool)>>,
     families: Vec<Family>,
@@ -380,7 +382,6 @@ pub(crate) struct World<'a> {
     window_start: u64,
     window_end: u64,
     working: bool,
-    credit_before_commit: bool,
     work_clock_us: u64,
     fault_clock_us: u64,
     /// When the last fault healed (liveness is measured from here).
@@ -411,7 +412,7 @@ impl<'a> World<'a> {
                 province: *province,
                 core: Some(NodeCore::new(*province, scenario.policy.clone(), config.clone(), 1)),
                 incarnation: 1,
-                ledger: MemLedger::with_crash_model(),
+                ledger: SimLedger::new(),
                 clock,
                 outputs: Vec::new(),
                 flush_scheduled: false,
@@ -474,6 +475,8 @@ impl<'a> World<'a> {
             violation: None,
             ring: std::collections::VecDeque::new(),
             stop_at_event: None,
+            progress: None,
+            published_events: 0,
             persons: vec![Vec::new(); node_count],
             families: Vec::new(),
             settlements: Vec::new(),
@@ -491,10 +494,23 @@ impl<'a> World<'a> {
             window_start,
             window_end,
             working: false,
-            credit_before_commit: false,
             work_clock_us: 0,
             fault_clock_us: 0,
             last_heal: 0,
+        }
+    }
+
+    /// Publishes the run's simulated time and events to `progress` as it goes.
+    pub fn with_progress(mut self, progress: &'a crate::Progress) -> World<'a> {
+        self.progress = Some(progress);
+        self
+    }
+
+    fn publish_progress(&mut self) {
+        if let Some(progress) = self.progress {
+            let new = self.events.saturating_sub(self.published_events);
+            progress.add(new, self.time);
+            self.published_events = self.events;
         }
     }
 
@@ -529,12 +545,20 @@ impl<'a> World<'a> {
                 self.describe(&next.event);
             }
             self.dispatch(*next.event);
+            if self.events % PROGRESS_EVERY == 0 {
+                self.publish_progress();
+            }
             if self.stop_at_event.is_some_and(|stop| self.events >= stop) {
                 break;
             }
         }
+        self.publish_progress();
         if self.violation.is_none() {
             self.final_checks();
+        }
+        // Every id and amount the run left behind, node by node.
+        for node in &self.nodes {
+            self.hash.u64(node.ledger.digest());
         }
         self.report.trace_hash = self.hash.hex();
         self.report.simulated_ms = self.time;
@@ -1001,14 +1025,6 @@ impl<'a> World<'a> {
     fn handle(&mut self, node: usize, input: Input) {
         let now = self.nodes[node].clock.now(self.time);
         let n = &mut self.nodes[node];
-        // Known core issue: a refund's credit that overtakes the original leg's commit (an
-        // honest reordering) is reported as a protocol violation; it is retried and applies
-        // once the commit lands. Counted apart, not as a violation.
-        self.credit_before_commit = matches!(
-            &input,
-            Input::Peer { message: PeerMessage::Credit { original, .. }, .. }
-                if matches!(n.ledger.tables().fences.get(original), Some(exchange_core::records::Fence::Prepared(_)))
-        );
         let Some(core) = n.core.as_mut() else {
             return;
         };
@@ -1065,14 +1081,6 @@ impl<'a> World<'a> {
                     }
                 }
                 Note::HoldResolved { .. } => {}
-                Note::ProtocolViolation { .. } if self.credit_before_commit => {
-                    let count = self
-                        .report
-                        .protocol_notes
-                        .entry("credit_before_commit".into())
-                        .or_default();
-                    *count = count.saturating_add(1);
-                }
                 Note::ProtocolViolation { from, detail } => {
                     let province = self.nodes[node].province;
                     self.violate(

@@ -32,6 +32,24 @@ fn every_scenario_keeps_every_invariant() {
             summary.violations
         );
         assert!(summary.settlements_committed > 0, "{}: nothing settled", file.display());
+        // A scenario that silently injects none of a fault it configures tests nothing.
+        let configured = scenario.configured_fault_kinds();
+        for kind in &configured {
+            let injected = summary.faults_injected.get(*kind).copied().unwrap_or(0);
+            assert!(
+                injected > 0,
+                "{}: configures {kind} faults but none was injected ({:?})",
+                file.display(),
+                summary.faults_injected
+            );
+        }
+        for (kind, count) in &summary.faults_injected {
+            assert!(
+                *count == 0 || configured.contains(&kind.as_str()),
+                "{}: injected {count} {kind} faults it does not configure",
+                file.display()
+            );
+        }
     }
 }
 

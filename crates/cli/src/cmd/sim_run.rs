@@ -5,17 +5,21 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use exchange_sim::{JOBS_MAX, SEEDS_MAX, Safeguards, Scenario, SeedReport, Summary};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use exchange_sim::{JOBS_MAX, Progress, SEEDS_MAX, Safeguards, Scenario, SeedReport, Summary};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::Failure;
 
 /// Seeds run when neither `--seed` nor `--seeds` is given.
 const DEFAULT_SEEDS: u64 = 10;
+/// A run shorter than this shows no progress display at all.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -37,7 +41,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Switch a protocol safeguard off (mutation testing): fence, ask_before_release,
-    /// commit_deadline. The run is then expected to find violations.
+    /// commit_deadline. The first two make runs find violations; the commit deadline never
+    /// binds under a valid configuration (see docs/simulations.md).
     #[arg(long = "without-safeguard", value_name = "SAFEGUARD")]
     pub without_safeguard: Vec<String>,
 }
@@ -76,14 +81,31 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         Some(jobs) => jobs.min(JOBS_MAX),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let progress = progress_bar(seeds.len() as u64, args.json);
+    let shared = Arc::new(Progress::default());
+    let show = !args.json && std::io::stderr().is_terminal();
+    let progress = progress_bar(&seeds, Arc::clone(&shared));
     let on_seed = |report: &SeedReport| {
         progress.inc(1);
         if report.violation.is_some() {
             progress.set_message(format!("violation at seed {}", report.seed));
         }
     };
-    let summary = exchange_sim::run_seeds(&scenario, &seeds, jobs, safeguards, &on_seed);
+    let (done, finished) = mpsc::channel::<()>();
+    let summary = std::thread::scope(|scope| {
+        if show {
+            let progress = progress.clone();
+            scope.spawn(move || {
+                // Only a run that lasts shows anything: draw once it has taken PROGRESS_AFTER.
+                if finished.recv_timeout(PROGRESS_AFTER) == Err(mpsc::RecvTimeoutError::Timeout) {
+                    progress.set_draw_target(ProgressDrawTarget::stderr());
+                    progress.enable_steady_tick(Duration::from_millis(200));
+                }
+            });
+        }
+        let summary = exchange_sim::run_seeds_with_progress(&scenario, &seeds, jobs, safeguards, &on_seed, &shared);
+        drop(done);
+        summary
+    });
     progress.finish_and_clear();
     if args.json {
         let text = serde_json::to_string_pretty(&json_report(&summary)).context("encoding the JSON report")?;
@@ -104,18 +126,34 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
 }
 
-/// A progress bar on stderr, drawn only on a terminal and only once a run lasts a while.
-fn progress_bar(seeds: u64, json: bool) -> ProgressBar {
-    if seeds < 2 || json || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+/// A progress display on stderr, hidden until the caller gives it a terminal: seeds done for
+/// several seeds, a spinner with simulated time and events for one.
+fn progress_bar(seeds: &[u64], shared: Arc<Progress>) -> ProgressBar {
+    let events = Arc::clone(&shared);
+    let events = move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{} events", events.events());
+    };
+    let simulated = move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "simulated {:.1} s", shared.simulated_ms() as f64 / 1_000.0);
+    };
+    let (bar, template) = match seeds {
+        [seed] => (
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()),
+            format!("{{spinner}} {{elapsed_precise}} seed {seed}: {{simulated}}, {{events}} {{msg}}"),
+        ),
+        _ => (
+            ProgressBar::with_draw_target(Some(seeds.len() as u64), ProgressDrawTarget::hidden()),
+            "{elapsed_precise} [{bar:40}] {pos}/{len} seeds, {events} {msg}".to_string(),
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(
+            style
+                .progress_chars("=> ")
+                .with_key("events", events)
+                .with_key("simulated", simulated),
+        );
     }
-    let bar = ProgressBar::with_draw_target(Some(seeds), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} seeds {msg}")
-        .map(|s| s.progress_chars("=> "));
-    if let Ok(style) = style {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
 
@@ -174,14 +212,6 @@ fn print_table(summary: &Summary, file: &str) {
             errors.join(", ")
         },
     );
-    let notes: Vec<String> = summary
-        .protocol_notes
-        .iter()
-        .map(|(kind, count)| format!("{kind} {count}"))
-        .collect();
-    if !notes.is_empty() {
-        row("known core issues (not failed)", notes.join(", "));
-    }
     row("violations", summary.violations.len().to_string());
     if let Some(hash) = &summary.trace_hash {
         row("trace hash", hash.clone());
