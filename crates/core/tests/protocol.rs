@@ -1298,3 +1298,351 @@ fn a_wall_clock_stepping_back_a_month_does_not_restart_the_monthly_count() {
     let b = &ledger.tables().bindings[&binding];
     assert_eq!((b.usage_month.month, b.usage_in_month), (12, yuan(15)));
 }
+
+// --- the deadline rule: no COMMIT past a leg's commit window ------------------------------------
+
+/// A leg of settlement `id` (attempt `attempt`) on `account`.
+fn pay_leg(id: &str, attempt: u32, index: u16, account: PersonId) -> LegId {
+    LegId {
+        coordinator: p(CHONGQING),
+        scope: LegScope::Pay {
+            settlement: SettlementId::new(id).unwrap(),
+            attempt,
+        },
+        index,
+        account,
+    }
+}
+
+/// Settles 500 for the family's grandmother, delivers every prepare and every vote but
+/// Beijing's, then hands Beijing's yes vote to the coordinator `vote_after_ms` after the
+/// prepares were sent. The coordinator's vote deadline (2 s) has not fired: the node was
+/// stalled (a pause, an overloaded host) and on waking handles the vote first. Returns the
+/// effects of that one vote, exactly as the coordinator emitted them.
+fn late_beijing_vote(vote_after_ms: u64) -> (Cluster, Family, u64, u64, Effects) {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let sent_ms = cluster.mono_ms;
+    let reply = cluster.settle("S-late", f.grandmother, yuan(500));
+    let mut held_back = Vec::new();
+    while let Some((from, to, message)) = cluster.network.pop_front() {
+        if from == p(BEIJING) && matches!(message, PeerMessage::Vote { .. }) {
+            held_back.push(message);
+        } else {
+            cluster.step(to, Input::Peer { from, message });
+        }
+    }
+    assert_eq!(held_back.len(), 1);
+    assert!(!cluster.replies.contains_key(&reply), "still waiting for Beijing");
+    assert_eq!(cluster.live_holds(), 3, "own account, son and daughter hold");
+    cluster.mono_ms = sent_ms + vote_after_ms;
+    let vote = held_back.pop().unwrap();
+    assert_eq!(
+        vote,
+        PeerMessage::Vote {
+            leg: pay_leg("S-late", 1, 1, f.son),
+            vote: Vote::Yes {
+                held: yuan(450),
+                available_before: yuan(1000)
+            }
+        }
+    );
+    let effects = cluster.step(
+        p(CHONGQING),
+        Input::Peer {
+            from: p(BEIJING),
+            message: vote,
+        },
+    );
+    (cluster, f, reply, sent_ms, effects)
+}
+
+#[test]
+fn a_yes_vote_past_the_commit_window_is_not_committed_the_leg_is_aborted_and_cash_pays() {
+    let config = ProtocolConfig::default();
+    assert_eq!(config.commit_window_ms(), 10_000 - 3_000);
+    // One millisecond past hold_timeout_ms - commit_margin_ms after the prepares were sent.
+    let (mut cluster, f, reply, sent_ms, effects) = late_beijing_vote(config.commit_window_ms() + 1);
+    let now = cluster.now();
+    let legs = [
+        (
+            pay_leg("S-late", 1, 0, f.grandmother),
+            p(CHONGQING),
+            f.grandmother,
+            None,
+        ),
+        (pay_leg("S-late", 1, 1, f.son), p(BEIJING), f.son, Some(f.son_binding)),
+        (
+            pay_leg("S-late", 1, 2, f.daughter),
+            p(SICHUAN),
+            f.daughter,
+            Some(f.daughter_binding),
+        ),
+    ];
+    // Every yes vote of the round is now past its window (the legs were sent together): no
+    // leg may commit, the bill is paid in cash, and the receipt says why.
+    let receipt = Receipt {
+        settlement: SettlementId::new("S-late").unwrap(),
+        patient: f.grandmother,
+        self_pay: yuan(500),
+        own_account_paid: Money::ZERO,
+        own_refusal: Some(Refusal::Timeout),
+        own_balance_after: Some(yuan(50)),
+        mutual_aid: Vec::new(),
+        cash_paid: yuan(500),
+        not_paying: vec![
+            exchange_core::plan::NotPaying {
+                binding: f.son_binding,
+                grantor: f.son,
+                province: p(BEIJING),
+                reason: Refusal::Timeout,
+            },
+            exchange_core::plan::NotPaying {
+                binding: f.daughter_binding,
+                grantor: f.daughter,
+                province: p(SICHUAN),
+                reason: Refusal::Timeout,
+            },
+        ],
+        rounds: 1,
+        decided_wall_ms: now.wall_ms,
+    };
+    let record = exchange_core::records::SettlementRecord {
+        request: settle_request("S-late", f.grandmother, yuan(500)),
+        receipt: receipt.clone(),
+        legs: legs
+            .iter()
+            .map(|(leg, province, account, binding)| exchange_core::records::DecidedLeg {
+                leg: leg.clone(),
+                province: *province,
+                account: *account,
+                binding: *binding,
+                amount: Money::ZERO,
+                notify: true,
+                refunded: Money::ZERO,
+            })
+            .collect(),
+        refunded_total: Money::ZERO,
+    };
+    let key = exchange_core::records::OutboxKey::Settlement(SettlementId::new("S-late").unwrap());
+    assert_eq!(
+        effects.writes,
+        vec![
+            Write::Settlement(record),
+            Write::Outbox {
+                key: key.clone(),
+                live: true
+            }
+        ],
+        "the decision, with no clearing claim: nothing is received from another province"
+    );
+    assert_eq!(
+        effects.sends,
+        legs.iter()
+            .map(|(leg, province, _, _)| (*province, PeerMessage::Abort { leg: leg.clone() }))
+            .collect::<Vec<_>>(),
+        "Beijing's late yes and the other yes votes are all aborted"
+    );
+    assert_eq!(effects.replies, vec![(reply, ClientReply::Settled(receipt))]);
+    assert_eq!(
+        effects.timers,
+        vec![exchange_core::Timer {
+            at_mono_ms: now.mono_ms + cluster.config.resend_initial_ms,
+            kind: TimerKind::Resend(key),
+        }]
+    );
+    assert_eq!(
+        effects.notes,
+        vec![Note::SettlementDecided {
+            settlement: SettlementId::new("S-late").unwrap(),
+            rounds: 1,
+            replanned: true,
+            cash_only: true,
+        }]
+    );
+    assert!(now.mono_ms > sent_ms + cluster.config.commit_window_ms());
+    // The aborts release every hold; no account pays.
+    let before = cluster.sum_balances();
+    cluster.deliver_all();
+    assert_eq!(cluster.live_holds(), 0);
+    assert_eq!(cluster.sum_balances(), before);
+    assert_eq!(cluster.account(BEIJING, &f.son).balance, yuan(1000));
+    assert_eq!(
+        cluster.ledger(BEIJING).tables().fences.get(&legs[1].0),
+        Some(&Fence::Aborted { refusal: None })
+    );
+    assert!(cluster.ledger(CHONGQING).tables().outbox.is_empty(), "all acks arrived");
+    // The vote deadline that fires afterwards finds nothing to do.
+    let late_timer = cluster.step(
+        p(CHONGQING),
+        Input::Timer(TimerKind::VoteDeadline {
+            settlement: SettlementId::new("S-late").unwrap(),
+            round: 1,
+        }),
+    );
+    assert!(late_timer.is_empty() && late_timer.notes.is_empty());
+}
+
+#[test]
+fn a_yes_vote_at_the_last_millisecond_of_the_commit_window_still_commits() {
+    let config = ProtocolConfig::default();
+    let (mut cluster, f, reply, _, effects) = late_beijing_vote(config.commit_window_ms());
+    assert_eq!(
+        effects.sends,
+        vec![
+            (
+                p(CHONGQING),
+                PeerMessage::Commit {
+                    leg: pay_leg("S-late", 1, 0, f.grandmother),
+                    amount: yuan(50)
+                }
+            ),
+            (
+                p(BEIJING),
+                PeerMessage::Commit {
+                    leg: pay_leg("S-late", 1, 1, f.son),
+                    amount: yuan(450)
+                }
+            ),
+            (
+                p(SICHUAN),
+                PeerMessage::Abort {
+                    leg: pay_leg("S-late", 1, 2, f.daughter)
+                }
+            ),
+        ]
+    );
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!((r.own_account_paid, r.cash_paid), (yuan(50), Money::ZERO));
+    assert_eq!((r.mutual_aid[0].grantor, r.mutual_aid[0].amount), (f.son, yuan(450)));
+    cluster.deliver_all();
+    assert_eq!(cluster.account(BEIJING, &f.son).balance, yuan(550));
+    assert_eq!(cluster.live_holds(), 0);
+}
+
+#[test]
+fn a_query_about_a_leg_of_a_settlement_never_decided_gets_abort_and_writes_nothing() {
+    // A coordinator that crashed while preparing S-lost (attempt 1) restarts as incarnation 2.
+    let mut node = NodeCore::new(p(CHONGQING), Policy::default(), ProtocolConfig::default(), 2);
+    let ledger = MemLedger::new();
+    let son = adult(BEIJING, 2);
+    let lost = pay_leg("S-lost", 1, 1, son);
+    let effects = node
+        .handle(
+            &ledger,
+            Input::Peer {
+                from: p(BEIJING),
+                message: PeerMessage::Query { leg: lost.clone() },
+            },
+            Now::new(50, WALL_MS),
+        )
+        .unwrap();
+    // Presumed abort: no record means abort, and nothing needs writing (see docs/protocol.md).
+    assert_eq!(
+        effects.sends,
+        vec![(p(BEIJING), PeerMessage::Abort { leg: lost.clone() })]
+    );
+    assert!(effects.writes.is_empty());
+    assert!(effects.replies.is_empty() && effects.timers.is_empty() && effects.notes.is_empty());
+    // Asking again gets the same answer.
+    let again = node
+        .handle(
+            &ledger,
+            Input::Peer {
+                from: p(BEIJING),
+                message: PeerMessage::Query { leg: lost.clone() },
+            },
+            Now::new(1_050, WALL_MS),
+        )
+        .unwrap();
+    assert_eq!(again, effects);
+}
+
+#[test]
+fn a_query_about_the_previous_attempt_while_the_retry_is_preparing_gets_abort_and_the_retry_commits() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    cluster.settle("S-again", f.grandmother, yuan(500));
+    // Attempt 1: every prepare is delivered and every vote lost; the coordinator crashes.
+    while let Some((from, to, message)) = cluster.network.pop_front() {
+        if !matches!(message, PeerMessage::Vote { .. }) {
+            cluster.step(to, Input::Peer { from, message });
+        }
+    }
+    assert_eq!(cluster.live_holds(), 3);
+    // Restart with a new incarnation: the own account's hold will ask soon.
+    let now = cluster.now();
+    cluster.timers.retain(|(at, _, _)| *at != p(CHONGQING));
+    let (node, ledger) = cluster.nodes.get_mut(&p(CHONGQING)).unwrap();
+    *node = NodeCore::new(p(CHONGQING), Policy::default(), ProtocolConfig::default(), 2);
+    let live: Vec<LegId> = ledger.tables().live_holds.iter().cloned().collect();
+    let recovered = node.recover(ledger, &live, &[], now).unwrap();
+    for timer in recovered.timers {
+        cluster.timers.push((p(CHONGQING), timer.at_mono_ms, timer.kind));
+    }
+    // The hospital retries at once: attempt 2 prepares, nothing decided yet.
+    let retry = cluster.settle("S-again", f.grandmother, yuan(500));
+    let prepares: Vec<LegId> = cluster
+        .network
+        .iter()
+        .map(|(_, _, m)| match m {
+            PeerMessage::Prepare(prepare) => prepare.leg.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        prepares
+            .iter()
+            .all(|leg| matches!(leg.scope, LegScope::Pay { attempt: 2, .. }))
+    );
+    // Beijing's attempt-1 hold passes its deadline and asks, before the new round finished.
+    let old = pay_leg("S-again", 1, 1, f.son);
+    let effects = cluster.step(
+        p(CHONGQING),
+        Input::Peer {
+            from: p(BEIJING),
+            message: PeerMessage::Query { leg: old.clone() },
+        },
+    );
+    assert_eq!(
+        effects.sends,
+        vec![(p(BEIJING), PeerMessage::Abort { leg: old.clone() })]
+    );
+    assert!(effects.writes.is_empty() && effects.replies.is_empty() && effects.timers.is_empty());
+    assert!(effects.notes.is_empty(), "attempt 2 is not disturbed");
+    // Attempt 2 completes and commits only its own legs; the old holds are released.
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(retry)).clone();
+    // The own account's 50 is still held by attempt 1, so the son pays it all.
+    assert_eq!(
+        (r.own_account_paid, r.own_refusal, r.cash_paid),
+        (Money::ZERO, Some(Refusal::InsufficientBalance), Money::ZERO)
+    );
+    assert_eq!((r.mutual_aid[0].grantor, r.mutual_aid[0].amount), (f.son, yuan(500)));
+    let record = &cluster.ledger(CHONGQING).tables().settlements[&SettlementId::new("S-again").unwrap()];
+    assert!(
+        record
+            .legs
+            .iter()
+            .all(|l| matches!(l.leg.scope, LegScope::Pay { attempt: 2, .. }))
+    );
+    assert_eq!(
+        cluster.ledger(BEIJING).tables().fences.get(&old),
+        Some(&Fence::Aborted { refusal: None })
+    );
+    // The other attempt-1 holds ask at their deadline and are aborted from the record.
+    cluster.advance_to(cluster.mono_ms + cluster.config.hold_timeout_ms + 1);
+    assert_eq!(cluster.live_holds(), 0);
+    assert_eq!(cluster.account(BEIJING, &f.son).balance, yuan(500));
+    assert_eq!(cluster.account(BEIJING, &f.son).held, Money::ZERO);
+    assert_eq!(cluster.account(CHONGQING, &f.grandmother).balance, yuan(50));
+    let after = cluster.step(
+        p(CHONGQING),
+        Input::Peer {
+            from: p(BEIJING),
+            message: PeerMessage::Query { leg: old.clone() },
+        },
+    );
+    assert_eq!(after.sends, vec![(p(BEIJING), PeerMessage::Abort { leg: old })]);
+    assert!(after.writes.is_empty());
+}

@@ -3,8 +3,9 @@
 //! A coordinator province and two grantor provinces run `exchange_core::node::NodeCore`
 //! unchanged; stateright explores every interleaving of message deliveries, losses,
 //! duplications, timer firings, crashes with recovery, a revocation and a freeze, within small
-//! budgets, and checks the protocol's invariants in every reachable state. See
-//! `docs/modelcheck.md` for what is modelled and the latest figures.
+//! fault budgets (and, optionally, a bound on run length), and checks the protocol's
+//! invariants in every reachable state. See `docs/modelcheck.md` for what is modelled and the
+//! latest figures.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -36,6 +37,10 @@ pub struct CheckOptions {
     pub freeze: bool,
     /// Settlements by the patient (1 or 2; two contend for G1's account).
     pub settlements: usize,
+    /// Submit every settlement in the initial state, in order, so that all of them are in
+    /// flight from the first step. Off: each first submission is an explored action (it may
+    /// come at any point). Client retries stay explored actions either way.
+    pub submit_at_start: bool,
     /// The self-pay part of each settlement, in fen.
     pub self_pay_fen: u64,
     /// Opening balances of the grantors, in fen.
@@ -61,6 +66,12 @@ pub struct CheckOptions {
     pub threads: usize,
     /// Stop after this many states (0: explore everything). A stopped check is incomplete.
     pub states_max: usize,
+    /// Explore only runs of at most this many steps from the initial state (0: no bound). A
+    /// bounded check that finishes is complete *within its bound*: every run of at most that
+    /// many steps was explored and every property checked in each of its states, and the
+    /// liveness property still completes each cut-off run fault-free and checks the safety
+    /// properties at its end.
+    pub depth_max: usize,
     pub timeout: Option<Duration>,
 }
 
@@ -76,6 +87,7 @@ impl Default for CheckOptions {
             revoke: true,
             freeze: true,
             settlements: 2,
+            submit_at_start: false,
             self_pay_fen: 150,
             grantor_one_fen: 100,
             grantor_two_fen: 100,
@@ -88,6 +100,7 @@ impl Default for CheckOptions {
             safeguards: Safeguards::default(),
             threads: 2,
             states_max: 0,
+            depth_max: 0,
             timeout: None,
         }
     }
@@ -108,9 +121,34 @@ impl CheckOptions {
     }
 }
 
+/// Steps of the bounded two-settlement configuration in the default suite (release build:
+/// about 1.6 million states, 20 s and 3 GB on two cores).
+pub const SUITE_DEPTH_MAX: usize = 8;
+
+/// Two settlements contending for G1's account, both in flight from the start, with one loss,
+/// one duplication, one crash of any node (restart with recovery) and one client retry, every
+/// run cut after `depth_max` steps. The whole space of this configuration does not finish in
+/// hours; the bound makes it exhaustive up to that run length (see [`CheckOptions::depth_max`]).
+pub fn two_settlements_all_faults(depth_max: usize) -> CheckOptions {
+    CheckOptions {
+        losses: 1,
+        duplicates: 1,
+        crashes: 1,
+        client_retries: 1,
+        revoke: false,
+        freeze: false,
+        settlements: 2,
+        submit_at_start: true,
+        depth_max,
+        ..CheckOptions::default()
+    }
+}
+
 /// The default suite: every fault kind, each in the largest configuration that still finishes
-/// in about a minute in a release build on two cores. Exploring all fault kinds together with
-/// two settlements is beyond that (the loss budget alone multiplies the space by ten).
+/// in well under a minute in a release build on two cores, and then two contending
+/// settlements with loss, duplication, a crash and a retry together, bounded in run length.
+/// Exploring all fault kinds together with two settlements without a bound is far beyond that
+/// (the loss budget alone multiplies the space by ten).
 pub fn default_suite() -> Vec<(String, CheckOptions)> {
     let base = CheckOptions::small();
     let one = CheckOptions {
@@ -146,6 +184,10 @@ pub fn default_suite() -> Vec<(String, CheckOptions)> {
                 ..one
             },
         ),
+        (
+            format!("two settlements, 1 loss, 1 dup, 1 crash, 1 retry, <= {SUITE_DEPTH_MAX} steps"),
+            two_settlements_all_faults(SUITE_DEPTH_MAX),
+        ),
     ]
 }
 
@@ -163,6 +205,7 @@ pub fn check_all(configurations: &[(String, CheckOptions)]) -> Result<CheckRepor
             states_explored: report.states_explored,
             unique_states: report.unique_states,
             complete: report.complete,
+            depth_max: options.depth_max,
             violations: report.violations.len(),
             elapsed: report.elapsed,
         }];
@@ -173,6 +216,10 @@ pub fn check_all(configurations: &[(String, CheckOptions)]) -> Result<CheckRepor
                 sum.unique_states = sum.unique_states.saturating_add(report.unique_states);
                 sum.max_depth = sum.max_depth.max(report.max_depth);
                 sum.complete &= report.complete;
+                sum.depth_max = match (sum.depth_max, report.depth_max) {
+                    (0, _) | (_, 0) => 0,
+                    (a, b) => a.min(b),
+                };
                 for (held, new) in sum.properties.iter_mut().zip(&report.properties) {
                     held.holds &= new.holds;
                 }
@@ -194,6 +241,8 @@ pub struct ConfigurationResult {
     pub states_explored: usize,
     pub unique_states: usize,
     pub complete: bool,
+    /// The bound on run length it was explored under (0: none).
+    pub depth_max: usize,
     pub violations: usize,
     #[serde(serialize_with = "serialize_seconds")]
     pub elapsed: Duration,
@@ -222,8 +271,12 @@ pub struct CheckReport {
     pub states_explored: usize,
     pub unique_states: usize,
     pub max_depth: usize,
-    /// Whether the whole bounded state space was explored (false: a limit stopped it).
+    /// Whether the whole bounded state space was explored (false: a state or time limit
+    /// stopped it). With a bound on run length, complete within that bound.
     pub complete: bool,
+    /// The bound on run length (`CheckOptions::depth_max`; 0: none). For a suite, 0 as soon
+    /// as one configuration is unbounded, else the smallest bound.
+    pub depth_max: usize,
     pub properties: Vec<PropertyResult>,
     pub violations: Vec<Violation>,
     /// Per configuration, when several were checked.
@@ -285,6 +338,7 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport, SetupError> {
         unique_states: checker.unique_state_count(),
         max_depth: checker.max_depth(),
         complete,
+        depth_max: options.depth_max,
         properties,
         violations,
         configurations: Vec::new(),

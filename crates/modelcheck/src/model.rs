@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use exchange_core::binding::{BindRequest, DocumentKind};
 use exchange_core::config::ProtocolConfig;
@@ -41,9 +42,12 @@ const REPLY_TO_SETTLE_BASE: ReplyTo = 1_000;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NodeState {
     pub province: Province,
-    pub core: Option<NodeCore>,
+    /// Shared like the ledger until a handler runs on it.
+    pub core: Option<Arc<NodeCore>>,
     pub incarnation: u32,
-    pub ledger: MemLedger,
+    /// Shared between a state and its successors until a write changes it (most steps change
+    /// one node's ledger at most), which keeps the checker's queue of states small.
+    pub ledger: Arc<MemLedger>,
     pub clock_ms: u64,
     /// Armed timers; lost in a crash. Identical timers collapse, which only removes behaviours.
     pub timers: BTreeSet<Timer>,
@@ -86,6 +90,9 @@ pub struct State {
     pub protocol_note: Option<String>,
     /// First prepared hold written after its binding's revocation or its account's freeze.
     pub authority_breach: Option<String>,
+    /// Steps taken from the initial state, counted only when the run length is bounded
+    /// (`CheckOptions::depth_max`); always 0 otherwise, so that it never splits a state.
+    pub steps: usize,
 }
 
 impl State {
@@ -201,9 +208,9 @@ impl ExchangeModel {
             .iter()
             .map(|&p| NodeState {
                 province: p,
-                core: Some(NodeCore::new(p, policy.clone(), config.clone(), 1)),
+                core: Some(Arc::new(NodeCore::new(p, policy.clone(), config.clone(), 1))),
                 incarnation: 1,
-                ledger: MemLedger::new(),
+                ledger: Arc::new(MemLedger::new()),
                 clock_ms: 0,
                 timers: BTreeSet::new(),
             })
@@ -221,6 +228,7 @@ impl ExchangeModel {
             error: None,
             protocol_note: None,
             authority_breach: None,
+            steps: 0,
         };
         let open = |person: PersonId, scheme: Scheme, balance: u64| -> Result<Input, String> {
             Ok(Input::Client {
@@ -329,6 +337,15 @@ impl ExchangeModel {
             .collect::<Result<Vec<_>, String>>()?;
         state.submissions = vec![0; settlements.len()];
         scratch.scenario.settlements = settlements;
+        if options.submit_at_start {
+            for settlement in 0..scratch.scenario.settlements.len() {
+                scratch.submit(&mut state, settlement);
+            }
+            if let Some(error) = &state.error {
+                return Err(format!("submission failed: {error}"));
+            }
+            scratch.drop_stale_timers(&mut state);
+        }
         scratch.init = state;
         Ok(scratch)
     }
@@ -339,10 +356,10 @@ impl ExchangeModel {
             return;
         };
         let now = now_of(slot.clock_ms);
-        let Some(core) = slot.core.as_mut() else {
+        let Some(core) = slot.core.as_mut().map(Arc::make_mut) else {
             return;
         };
-        let result = core.handle(&slot.ledger, input, now);
+        let result = core.handle(&*slot.ledger, input, now);
         match result {
             Ok(effects) => self.carry_out(state, node, effects),
             Err(error) => {
@@ -381,7 +398,12 @@ impl ExchangeModel {
                 }
             }
         }
-        if let Err(error) = slot.ledger.apply(&effects.writes) {
+        let applied = if effects.writes.is_empty() {
+            Ok(())
+        } else {
+            Arc::make_mut(&mut slot.ledger).apply(&effects.writes)
+        };
+        if let Err(error) = applied {
             state
                 .error
                 .get_or_insert_with(|| format!("write set refused on {from}: {error}"));
@@ -431,10 +453,10 @@ impl ExchangeModel {
                 let (Some(core), Some(timer)) = (slot.core.as_ref(), slot.timers.first()) else {
                     break;
                 };
-                let mut trial = core.clone();
+                let mut trial = NodeCore::clone(core);
                 let now = now_of(slot.clock_ms.max(timer.at_mono_ms));
-                let stale = match trial.handle(&slot.ledger, Input::Timer(timer.kind.clone()), now) {
-                    Ok(effects) => effects.is_empty() && effects.notes.is_empty() && &trial == core,
+                let stale = match trial.handle(&*slot.ledger, Input::Timer(timer.kind.clone()), now) {
+                    Ok(effects) => effects.is_empty() && effects.notes.is_empty() && trial == **core,
                     Err(_) => false,
                 };
                 if !stale {
@@ -514,8 +536,8 @@ impl ExchangeModel {
         let tables = slot.ledger.tables();
         let live: Vec<_> = tables.live_holds.iter().cloned().collect();
         let outbox: Vec<_> = tables.outbox.iter().cloned().collect();
-        let result = core.recover(&slot.ledger, &live, &outbox, now_of(slot.clock_ms));
-        slot.core = Some(core);
+        let result = core.recover(&*slot.ledger, &live, &outbox, now_of(slot.clock_ms));
+        slot.core = Some(Arc::new(core));
         match result {
             Ok(effects) => self.carry_out(state, node, effects),
             Err(error) => {
@@ -644,6 +666,11 @@ impl stateright::Model for ExchangeModel {
         if state.error.is_some() {
             return;
         }
+        // A bounded check: a run of `depth_max` steps is checked but not extended (the
+        // liveness property still completes it fault-free).
+        if self.options.depth_max > 0 && state.steps >= self.options.depth_max {
+            return;
+        }
         let coordinator_up = Self::is_up(state, COORDINATOR);
         for (settlement, &count) in state.submissions.iter().enumerate() {
             let allowed = 1u8.saturating_add(self.options.client_retries);
@@ -697,6 +724,9 @@ impl stateright::Model for ExchangeModel {
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
         let mut state = last.clone();
+        if self.options.depth_max > 0 {
+            state.steps = state.steps.saturating_add(1);
+        }
         match action {
             Action::Submit { settlement } => self.submit(&mut state, settlement),
             Action::Deliver(envelope) => {

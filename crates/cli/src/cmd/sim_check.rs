@@ -31,29 +31,39 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Check one configuration made of the budget flags below instead of the default suite.
+    /// The budget flags are refused without it (the suite fixes each configuration's budgets).
     #[arg(long)]
     single: bool,
-    /// Messages the network may lose in one run.
-    #[arg(long, default_value_t = 1)]
-    budget_loss: u8,
-    /// Messages the network may deliver twice in one run.
-    #[arg(long, default_value_t = 1)]
-    budget_duplicate: u8,
-    /// Node crashes (each with restart and recovery) in one run.
-    #[arg(long, default_value_t = 1)]
-    budget_crash: u8,
-    /// Resubmissions of an unanswered settlement after the coordinator restarted.
-    #[arg(long, default_value_t = 1)]
-    budget_retry: u8,
-    /// Leave out the revocation of G1's binding.
+    /// With --single: messages the network may lose in one run [default: 1].
+    #[arg(long)]
+    budget_loss: Option<u8>,
+    /// With --single: messages the network may deliver twice in one run [default: 1].
+    #[arg(long)]
+    budget_duplicate: Option<u8>,
+    /// With --single: node crashes (each with restart and recovery) in one run [default: 1].
+    #[arg(long)]
+    budget_crash: Option<u8>,
+    /// With --single: resubmissions of an unanswered settlement after the coordinator
+    /// restarted [default: 1].
+    #[arg(long)]
+    budget_retry: Option<u8>,
+    /// With --single: leave out the revocation of G1's binding.
     #[arg(long)]
     no_revoke: bool,
-    /// Leave out the freeze of G1's account.
+    /// With --single: leave out the freeze of G1's account.
     #[arg(long)]
     no_freeze: bool,
-    /// Concurrent settlements (1 or 2; both draw on G1's account).
-    #[arg(long, default_value_t = 2)]
-    settlements: usize,
+    /// With --single: concurrent settlements (1 or 2; both draw on G1's account) [default: 2].
+    #[arg(long)]
+    settlements: Option<usize>,
+    /// With --single: submit every settlement before the first step (all in flight at once)
+    /// instead of exploring when each is submitted.
+    #[arg(long)]
+    submit_together: bool,
+    /// With --single: explore only runs of at most this many steps; each cut-off run is still
+    /// completed fault-free by the liveness property [default: no bound].
+    #[arg(long)]
+    max_steps: Option<usize>,
     /// No timer fires past this time on a node's clock.
     #[arg(long, default_value_t = 4_000)]
     horizon_ms: u64,
@@ -77,21 +87,58 @@ pub struct CheckArgs {
     timeout_s: u64,
 }
 
+impl CheckArgs {
+    /// The flags that make up a single configuration, when given.
+    fn single_only_flags(&self) -> Vec<&'static str> {
+        [
+            (self.budget_loss.is_some(), "--budget-loss"),
+            (self.budget_duplicate.is_some(), "--budget-duplicate"),
+            (self.budget_crash.is_some(), "--budget-crash"),
+            (self.budget_retry.is_some(), "--budget-retry"),
+            (self.no_revoke, "--no-revoke"),
+            (self.no_freeze, "--no-freeze"),
+            (self.settlements.is_some(), "--settlements"),
+            (self.submit_together, "--submit-together"),
+            (self.max_steps.is_some(), "--max-steps"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag))
+        .collect()
+    }
+}
+
 fn options(args: &CheckArgs) -> Result<CheckOptions, Failure> {
-    if !(1..=2).contains(&args.settlements) {
+    let single_only = args.single_only_flags();
+    if !args.single && !single_only.is_empty() {
+        return Err(Failure::Input(anyhow!(
+            "{} only apply with --single: the default suite fixes the budgets of each of its \
+             configurations (docs/modelcheck.md); add --single to check one configuration made \
+             of these flags",
+            single_only.join(", ")
+        )));
+    }
+    let settlements = args.settlements.unwrap_or(2);
+    if !(1..=2).contains(&settlements) {
         return Err(Failure::Input(anyhow!("--settlements must be 1 or 2")));
     }
     if args.threads == 0 || args.threads > 256 {
         return Err(Failure::Input(anyhow!("--threads must be between 1 and 256")));
     }
+    if args.max_steps == Some(0) {
+        return Err(Failure::Input(anyhow!(
+            "--max-steps must be at least 1 (leave it out for no bound)"
+        )));
+    }
     let mut options = CheckOptions {
-        losses: args.budget_loss,
-        duplicates: args.budget_duplicate,
-        crashes: args.budget_crash,
-        client_retries: args.budget_retry,
+        losses: args.budget_loss.unwrap_or(1),
+        duplicates: args.budget_duplicate.unwrap_or(1),
+        crashes: args.budget_crash.unwrap_or(1),
+        client_retries: args.budget_retry.unwrap_or(1),
         revoke: !args.no_revoke,
         freeze: !args.no_freeze,
-        settlements: args.settlements,
+        settlements,
+        submit_at_start: args.submit_together,
+        depth_max: args.max_steps.unwrap_or(0),
         horizon_ms: args.horizon_ms,
         liveness: !args.no_liveness,
         explore_resends: args.explore_resends,
@@ -123,6 +170,9 @@ fn print_table(report: &CheckReport) {
             "no (a limit stopped it)"
         }
     );
+    if report.configurations.is_empty() && report.depth_max > 0 {
+        println!("run length        at most {} steps", report.depth_max);
+    }
     println!("elapsed           {:.1} s", report.elapsed.as_secs_f64());
     println!();
     for property in &report.properties {
@@ -132,9 +182,12 @@ fn print_table(report: &CheckReport) {
             property.name
         );
     }
+    if !report.configurations.is_empty() {
+        println!();
+    }
     for configuration in &report.configurations {
         println!(
-            "{:<58} {:>10} states {:>9} unique {:>6.1} s{}",
+            "{:<62} {:>10} states {:>9} unique {:>6.1} s{}",
             configuration.name,
             configuration.states_explored,
             configuration.unique_states,
@@ -157,7 +210,8 @@ fn print_table(report: &CheckReport) {
 pub fn run(args: CheckArgs) -> Result<(), Failure> {
     let options = options(&args)?;
     // Without --single, the default suite covers every fault kind in configurations that
-    // finish; the threads, liveness, resend, ack, safeguard and limit flags apply to each.
+    // finish; the threads, horizon, liveness, resend, ack, safeguard and limit flags apply to
+    // each (the budget flags were refused above).
     let configurations = if args.single {
         vec![("single".to_string(), options)]
     } else {
@@ -196,4 +250,83 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        check: CheckArgs,
+    }
+
+    fn parse(args: &[&str]) -> CheckArgs {
+        Cli::try_parse_from(std::iter::once("check").chain(args.iter().copied()))
+            .unwrap()
+            .check
+    }
+
+    #[test]
+    fn budget_flags_without_single_are_refused_as_bad_input() {
+        for flags in [
+            &["--budget-loss", "2"][..],
+            &["--settlements", "1"],
+            &["--no-freeze"],
+            &["--max-steps", "5"],
+            &["--submit-together"],
+        ] {
+            match options(&parse(flags)) {
+                Err(Failure::Input(error)) => {
+                    let text = error.to_string();
+                    assert!(text.contains(flags[0]) && text.contains("--single"), "{text}");
+                }
+                other => panic!("{flags:?}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn suite_wide_flags_are_accepted_without_single() {
+        let options = options(&parse(&["--threads", "1", "--no-liveness", "--max-states", "10"])).unwrap();
+        assert_eq!((options.threads, options.liveness, options.states_max), (1, false, 10));
+    }
+
+    #[test]
+    fn budget_flags_with_single_make_the_configuration() {
+        let options = options(&parse(&[
+            "--single",
+            "--budget-loss",
+            "2",
+            "--budget-crash",
+            "0",
+            "--settlements",
+            "1",
+            "--no-revoke",
+            "--submit-together",
+            "--max-steps",
+            "6",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                options.losses,
+                options.duplicates,
+                options.crashes,
+                options.settlements,
+                options.revoke,
+                options.freeze
+            ),
+            (2, 1, 0, 1, false, true)
+        );
+        assert!(options.submit_at_start);
+        assert_eq!(options.depth_max, 6);
+        assert!(matches!(
+            super::options(&parse(&["--single", "--max-steps", "0"])),
+            Err(Failure::Input(_))
+        ));
+    }
 }
