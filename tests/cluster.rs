@@ -362,3 +362,33 @@ async fn revocation_at_the_grantors_node_takes_effect_while_the_grantees_node_is
     model.check(&mut c, Duration::from_secs(15)).await;
     let _ = f.daughter_binding;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_node_cleanly_and_it_restarts_with_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster(dir.path()).await;
+    let mut c = conns(&cluster).await;
+    let f = family(&mut c, 40, Limits::default()).await;
+    let mut model = Model::default();
+    model.open(f.grandmother, p(CHONGQING), yuan(50));
+    model.open(f.son, p(BEIJING), yuan(1000));
+    model.open(f.daughter, p(SICHUAN), yuan(800));
+    for i in 0..5 {
+        let r = receipt(settle(&mut c.chongqing, &format!("S-T{i}"), f.grandmother, yuan(30)).await);
+        model.apply(&r);
+    }
+    model.check(&mut c, Duration::from_secs(15)).await;
+    // The grantor's node stops on SIGTERM with exit code 0, well before the grace runs out.
+    let status = cluster.terminate(p(BEIJING), Duration::from_secs(10)).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = std::fs::read_to_string(&cluster.nodes[&p(BEIJING)].log_path).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+    cluster.start(p(BEIJING)).unwrap();
+    cluster.wait_ready(p(BEIJING)).await.unwrap();
+    c.beijing = cluster.conn(p(BEIJING)).await.unwrap();
+    // After the restart it pays again, and nothing was lost or doubled.
+    let r = receipt(settle(&mut c.chongqing, "S-T-after", f.grandmother, yuan(30)).await);
+    assert!(r.mutual_aid.iter().any(|part| part.grantor == f.son || part.grantor == f.daughter));
+    model.apply(&r);
+    model.check(&mut c, Duration::from_secs(15)).await;
+}

@@ -98,6 +98,14 @@ async fn journal_truth(cluster: &LocalCluster) -> (Flows, Clearing) {
                 }
                 JournalKind::MutualAidReceived => clearing.entry((other, me)).or_default().1 += fen as i64,
                 JournalKind::MutualAidRefunded => clearing.entry((other, me)).or_default().1 -= fen as i64,
+                // Wallet transfers clear like deductions: the grantor's province pays.
+                JournalKind::TransferSent => {
+                    let cell = flows.entry((me, other)).or_default();
+                    cell.0 += fen;
+                    cell.2 += 1;
+                    clearing.entry((me, other)).or_default().0 += fen as i64;
+                }
+                JournalKind::TransferReceived => clearing.entry((other, me)).or_default().1 += fen as i64,
                 JournalKind::Credit => {}
             }
         }

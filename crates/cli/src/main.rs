@@ -41,6 +41,8 @@ enum Command {
     Monitor(cmd::monitor::MonitorArgs),
     /// Benchmark a real cluster beside the transport, storage and PostgreSQL ceilings.
     Bench(cmd::bench::BenchArgs),
+    /// Chaos on real processes: kill -9, pauses, partitions under load, then the checks.
+    Chaos(cmd::chaos::ChaosArgs),
     /// The benchmark's load client (started by `exchange bench`).
     #[command(hide = true)]
     BenchClient(cmd::bench::BenchClientArgs),
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::AuditVerify(args) => cmd::ctl::run_audit_verify(args),
         Command::Monitor(args) => cmd::monitor::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Chaos(args) => cmd::chaos::run(args),
         Command::BenchClient(args) => cmd::bench::run_client(args),
     };
     match result {

@@ -477,7 +477,7 @@ impl Bindings {
                 }
             }
             TimerKind::Resend(key) => self.deliveries.resend(key, &self.config, now, &mut effects),
-            TimerKind::HoldDeadline(_) | TimerKind::VoteDeadline { .. } => {}
+            TimerKind::HoldDeadline(_) | TimerKind::VoteDeadline { .. } | TimerKind::TransferDeadline(_) => {}
         }
         Ok(effects)
     }
@@ -506,7 +506,7 @@ impl Bindings {
                     },
                     None => continue,
                 },
-                OutboxKey::Settlement(_) | OutboxKey::Refund { .. } => continue,
+                OutboxKey::Settlement(_) | OutboxKey::Refund { .. } | OutboxKey::Transfer(_) => continue,
             };
             let Some(binding) = view.binding(&id).map_err(storage)? else {
                 continue;

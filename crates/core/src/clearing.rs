@@ -7,6 +7,13 @@
 //! The payer's fund holds money the coordinator's province paid out at the counter, so the
 //! payer owes the coordinator the net of its debits minus its refund credits.
 //!
+//! A wallet transfer enters clearing as a deduction the grantor's province owes the receiving
+//! province: the grantor's node journals `TransferSent` when it decides COMMIT (the payer's
+//! side, like a `Debit`: its fund keeps the grantor's debited money) and the receiving node
+//! journals `TransferReceived` when it credits the relative (the other side, like
+//! `MutualAidReceived`: its fund now owes the relative that money), both under the transfer's
+//! credit leg. (The grantor's own `Debit` of the transfer's debit leg is local.)
+//!
 //! Pure functions over journal entries: the node feeds them its own journal and what the
 //! peer's node returns for it, the simulator and tests feed them in-memory journals.
 
@@ -28,11 +35,13 @@ pub const RECONCILE_GRACE_MS: i64 = 10 * 60 * 1_000;
 /// What one province's journal says it paid for and received from one peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
-    /// This province's accounts debited for the peer's patients (`Debit`, counterparty peer).
+    /// This province's accounts debited for the peer's patients (`Debit`, counterparty peer),
+    /// and wallet transfers from this province's grantors to the peer's people (`TransferSent`).
     pub paid_for_peer_fen: u64,
     /// Refund credits back to this province's accounts from the peer (`RefundCredit`).
     pub refunded_by_peer_fen: u64,
-    /// The peer's accounts debited for this province's patients (`MutualAidReceived`).
+    /// The peer's accounts debited for this province's patients (`MutualAidReceived`), and
+    /// wallet transfers from the peer's grantors to this province's people (`TransferReceived`).
     pub received_from_peer_fen: u64,
     /// Refunds of that money back to the peer's accounts (`MutualAidRefunded`).
     pub returned_to_peer_fen: u64,
@@ -50,9 +59,9 @@ impl Position {
 
     fn add(&mut self, kind: JournalKind, fen: u64) {
         let slot = match kind {
-            JournalKind::Debit => &mut self.paid_for_peer_fen,
+            JournalKind::Debit | JournalKind::TransferSent => &mut self.paid_for_peer_fen,
             JournalKind::RefundCredit => &mut self.refunded_by_peer_fen,
-            JournalKind::MutualAidReceived => &mut self.received_from_peer_fen,
+            JournalKind::MutualAidReceived | JournalKind::TransferReceived => &mut self.received_from_peer_fen,
             JournalKind::MutualAidRefunded => &mut self.returned_to_peer_fen,
             JournalKind::Credit => return,
         };
@@ -119,7 +128,10 @@ pub enum MismatchKind {
 pub struct Mismatch {
     pub leg: LegId,
     pub role: LegRole,
+    /// The province whose account paid (for a wallet transfer: the grantor's).
     pub payer: Province,
+    /// The other side: the settlement's coordinator (for a wallet transfer: the receiving
+    /// province, whose fund owes the relative the money).
     pub coordinator: Province,
     #[serde(flatten)]
     pub kind: MismatchKind,
@@ -175,9 +187,9 @@ pub fn reconcile<'a>(
             return;
         };
         let (role, payer, at_payer) = match entry.kind {
-            JournalKind::Debit => (LegRole::Deduction, side_province, true),
+            JournalKind::Debit | JournalKind::TransferSent => (LegRole::Deduction, side_province, true),
             JournalKind::RefundCredit => (LegRole::Refund, side_province, true),
-            JournalKind::MutualAidReceived => (LegRole::Deduction, other, false),
+            JournalKind::MutualAidReceived | JournalKind::TransferReceived => (LegRole::Deduction, other, false),
             JournalKind::MutualAidRefunded => (LegRole::Refund, other, false),
             JournalKind::Credit => return,
         };

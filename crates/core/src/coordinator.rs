@@ -772,6 +772,14 @@ impl Coordinator {
                 settlement: settlement.clone(),
                 refund: refund.clone(),
             },
+            LegScope::Transfer { .. } => {
+                // Transfers have their own part (`transfer.rs`); the node routes their acks there.
+                effects.notes.push(Note::ProtocolViolation {
+                    from,
+                    detail: format!("ack of transfer leg {leg} at the settlement coordinator"),
+                });
+                return Ok(effects);
+            }
         };
         let ack = AckKey::Leg(leg.clone());
         if let Some(pending) = self.deliveries.pending(&key, &ack) {
@@ -813,7 +821,7 @@ impl Coordinator {
                     .map_err(HandlerError::Invariant)?;
             }
             TimerKind::Resend(key) => self.deliveries.resend(key, &self.config, now, &mut effects),
-            TimerKind::HoldDeadline(_) | TimerKind::BindWait(_) => {}
+            TimerKind::HoldDeadline(_) | TimerKind::BindWait(_) | TimerKind::TransferDeadline(_) => {}
         }
         Ok(effects)
     }
@@ -1106,7 +1114,7 @@ impl Coordinator {
                         return Err(HandlerError::Invariant(format!("outbox names unknown refund {id}")));
                     }
                 },
-                OutboxKey::Registration(_) | OutboxKey::Revocation(_) => continue,
+                OutboxKey::Registration(_) | OutboxKey::Revocation(_) | OutboxKey::Transfer(_) => continue,
             };
             self.deliveries
                 .start(key.clone(), pending, &self.config, now, &mut effects);

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BindingId, LegId, SettlementId};
+use crate::ids::{BindingId, LegId, SettlementId, TransferId};
 use crate::ledger::Write;
 use crate::message::{ClientReply, PeerMessage};
 use crate::records::OutboxKey;
@@ -29,6 +29,9 @@ pub enum TimerKind {
     Resend(OutboxKey),
     /// A client waiting for a binding's registration gets "pending" instead.
     BindWait(BindingId),
+    /// The grantor's node stops waiting for a transfer's current vote (stale if the transfer
+    /// has moved on: each phase keeps its own deadline).
+    TransferDeadline(TransferId),
 }
 
 /// Something worth counting or tracing that is not a state change (for metrics, the monitor

@@ -126,6 +126,13 @@ external_id!(
     "credit id",
     EXTERNAL_ID_LEN_MAX
 );
+external_id!(
+    /// A wallet transfer's id, chosen by the grantor's bureau; a transfer re-sent with the same
+    /// id is applied once and answered with the same receipt.
+    TransferId,
+    "transfer id",
+    EXTERNAL_ID_LEN_MAX
+);
 
 impl RefundId {
     /// The refund that cancels (or reverses) `settlement`: one id, so a cancellation and a
@@ -197,7 +204,21 @@ pub enum LegScope {
     /// A credit-back leg of a refund of `settlement` (named so that every message about a
     /// settlement, refunds included, can be routed by its settlement id).
     Refund { settlement: SettlementId, refund: RefundId },
+    /// A leg of a wallet transfer, coordinated by the grantor's node: index
+    /// [`TRANSFER_DEBIT_INDEX`] holds and debits the grantor's account, index
+    /// [`TRANSFER_CREDIT_INDEX`] credits the receiving relative's account. `attempt` is the
+    /// coordinator's incarnation, as for a settlement.
+    Transfer { transfer: TransferId, attempt: u32 },
 }
+
+/// The leg index of a transfer's hold and debit on the grantor's account.
+pub const TRANSFER_DEBIT_INDEX: u16 = 0;
+/// The leg index of a transfer's credit to the receiving relative's account.
+pub const TRANSFER_CREDIT_INDEX: u16 = 1;
+
+/// What [`LegId::settlement`] answers for a transfer leg: the empty id, which no settlement
+/// can have (caller-chosen ids are never empty), so it never names a real settlement.
+static NO_SETTLEMENT: SettlementId = SettlementId(String::new());
 
 /// One leg of a cross-account operation: globally unique because the coordinating province is
 /// part of it (two provinces' hospitals may choose the same settlement id). The account the leg
@@ -212,10 +233,28 @@ pub struct LegId {
 }
 
 impl LegId {
-    /// The settlement this leg pays or refunds.
+    /// The settlement this leg pays or refunds; for a transfer leg, which belongs to no
+    /// settlement, the empty id (see [`LegId::settlement_id`]).
     pub fn settlement(&self) -> &SettlementId {
         match &self.scope {
             LegScope::Pay { settlement, .. } | LegScope::Refund { settlement, .. } => settlement,
+            LegScope::Transfer { .. } => &NO_SETTLEMENT,
+        }
+    }
+
+    /// The settlement this leg pays or refunds, if it belongs to one.
+    pub fn settlement_id(&self) -> Option<&SettlementId> {
+        match &self.scope {
+            LegScope::Pay { settlement, .. } | LegScope::Refund { settlement, .. } => Some(settlement),
+            LegScope::Transfer { .. } => None,
+        }
+    }
+
+    /// The wallet transfer this leg belongs to, if any.
+    pub fn transfer(&self) -> Option<&TransferId> {
+        match &self.scope {
+            LegScope::Transfer { transfer, .. } => Some(transfer),
+            _ => None,
         }
     }
 }
@@ -235,6 +274,13 @@ impl fmt::Display for LegId {
                     f,
                     "{}/refund/{}/{}/{}",
                     self.coordinator, settlement, refund, self.index
+                )
+            }
+            LegScope::Transfer { transfer, attempt } => {
+                write!(
+                    f,
+                    "{}/transfer/{}/{}/{}/{}",
+                    self.coordinator, transfer, attempt, self.index, self.account
                 )
             }
         }

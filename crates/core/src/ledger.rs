@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::Account;
 use crate::binding::Binding;
-use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId};
+use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId, TransferId};
 use crate::person::PersonId;
-use crate::records::{CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord};
+use crate::records::{
+    CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord, TransferRecord, WalletUsage,
+};
 
 /// Read access to one node's durable state (and writes applied but maybe not yet flushed).
 pub trait LedgerView {
@@ -33,6 +35,10 @@ pub trait LedgerView {
     fn credit(&self, id: &CreditId) -> Result<Option<CreditRecord>, Self::Error>;
     /// The last binding serial this node issued (0 if none).
     fn binding_serial(&self) -> Result<u64, Self::Error>;
+    /// A wallet transfer decided on this node (the grantor's).
+    fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>, Self::Error>;
+    /// A grantor's count of wallet transfers on their last counted day.
+    fn wallet_usage(&self, person: &PersonId) -> Result<Option<WalletUsage>, Self::Error>;
 }
 
 /// One change to durable state. A handler's list is applied atomically, in order.
@@ -71,6 +77,8 @@ pub enum Write {
     BindingSerial(u64),
     /// Appended with the node's next journal sequence number.
     Journal(JournalEntry),
+    Transfer(TransferRecord),
+    WalletUsage(WalletUsage),
 }
 
 /// Why a write set could not be applied.

@@ -32,7 +32,7 @@ pub mod time;
 
 pub use account::{Account, Scheme};
 pub use binding::{Binding, BindingKind, BindingStatus, Evidence, Limits, Relation};
-pub use ids::{BindingId, CreditId, LegId, LegScope, RefundId, SettlementId};
+pub use ids::{BindingId, CreditId, LegId, LegScope, RefundId, SettlementId, TransferId};
 pub use money::Money;
 pub use person::PersonId;
 pub use policy::{GrantorOrder, Policy};
@@ -54,6 +54,7 @@ pub mod node;
 pub mod outbox;
 pub mod participant;
 pub mod records;
+pub mod transfer;
 
 pub use config::ProtocolConfig;
 pub use effects::{Effects, Note, ReplyTo, Timer, TimerKind};

@@ -8,10 +8,12 @@ use std::convert::Infallible;
 
 use crate::account::Account;
 use crate::binding::Binding;
-use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId};
+use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId, TransferId};
 use crate::ledger::{ApplyError, LedgerView, Write};
 use crate::person::PersonId;
-use crate::records::{CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord};
+use crate::records::{
+    CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord, TransferRecord, WalletUsage,
+};
 
 /// Every table of one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -29,6 +31,8 @@ pub struct Tables {
     pub credits: BTreeMap<CreditId, CreditRecord>,
     pub binding_serial: u64,
     pub journal: Vec<(u64, JournalEntry)>,
+    pub transfers: BTreeMap<TransferId, TransferRecord>,
+    pub wallet_usage: BTreeMap<PersonId, WalletUsage>,
 }
 
 impl Tables {
@@ -96,6 +100,12 @@ impl Tables {
                 Write::Journal(entry) => {
                     let seq = self.journal.last().map(|(seq, _)| seq.saturating_add(1)).unwrap_or(1);
                     self.journal.push((seq, entry));
+                }
+                Write::Transfer(record) => {
+                    self.transfers.insert(record.request.transfer.clone(), record);
+                }
+                Write::WalletUsage(usage) => {
+                    self.wallet_usage.insert(usage.person, usage);
                 }
             }
         }
@@ -195,5 +205,11 @@ impl LedgerView for MemLedger {
     }
     fn binding_serial(&self) -> Result<u64, Infallible> {
         Ok(self.current.binding_serial)
+    }
+    fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>, Infallible> {
+        Ok(self.current.transfers.get(id).cloned())
+    }
+    fn wallet_usage(&self, person: &PersonId) -> Result<Option<WalletUsage>, Infallible> {
+        Ok(self.current.wallet_usage.get(person).cloned())
     }
 }

@@ -3,11 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::binding::{BindRequest, Binding, BindingStatus};
-use crate::ids::{BindingId, CreditId, LegId};
+use crate::ids::{BindingId, CreditId, LegId, TransferId};
 use crate::money::Money;
 use crate::person::PersonId;
 use crate::reason::Refusal;
-use crate::records::{Receipt, RefundReceipt, RefundRequest, SettleRequest};
+use crate::records::{Receipt, RefundReceipt, RefundRequest, SettleRequest, TransferReceipt};
 
 /// Ask the account's node to hold up to `amount_max` for a leg.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -188,6 +188,15 @@ pub enum ClientRequest {
     Reverse {
         message: crate::ids::SettlementId,
     },
+    /// A wallet transfer (on the grantor's node): push `amount` from `grantor`'s account to
+    /// the grantee of `binding`, in two phases. The caller chooses `transfer`: the same id with
+    /// the same request gets the same receipt, with another request an error.
+    Transfer {
+        transfer: TransferId,
+        grantor: PersonId,
+        binding: BindingId,
+        amount: Money,
+    },
 }
 
 /// The node's answers to client requests.
@@ -217,4 +226,6 @@ pub enum ClientReply {
         binding: BindingId,
         limits: crate::binding::Limits,
     },
+    /// A wallet transfer's receipt: committed, or refused with the reason.
+    Transferred(TransferReceipt),
 }

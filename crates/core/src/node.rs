@@ -16,10 +16,11 @@ use crate::ids::LegId;
 use crate::ledger::LedgerView;
 use crate::message::{ClientRequest, PeerMessage};
 use crate::participant::Participant;
-use crate::policy::Policy;
+use crate::policy::{Policy, WalletPolicy};
 use crate::records::OutboxKey;
 use crate::region::Province;
 use crate::time::Now;
+use crate::transfer::Transfers;
 
 /// Something that happens to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -47,7 +48,8 @@ pub fn route(input: &Input) -> Part {
             ClientRequest::Settle(_)
             | ClientRequest::Refund(_)
             | ClientRequest::Cancel { .. }
-            | ClientRequest::Reverse { .. } => Part::Coordinator,
+            | ClientRequest::Reverse { .. }
+            | ClientRequest::Transfer { .. } => Part::Coordinator,
             ClientRequest::SetOrder { .. } | ClientRequest::SetLimits { .. } => Part::Bindings,
             ClientRequest::Bind(_) | ClientRequest::Unbind { .. } => Part::Bindings,
             ClientRequest::OpenAccount { .. }
@@ -69,8 +71,10 @@ pub fn route(input: &Input) -> Part {
         },
         Input::Timer(kind) => match kind {
             TimerKind::HoldDeadline(_) => Part::Participant,
-            TimerKind::VoteDeadline { .. } => Part::Coordinator,
-            TimerKind::Resend(OutboxKey::Settlement(_) | OutboxKey::Refund { .. }) => Part::Coordinator,
+            TimerKind::VoteDeadline { .. } | TimerKind::TransferDeadline(_) => Part::Coordinator,
+            TimerKind::Resend(OutboxKey::Settlement(_) | OutboxKey::Refund { .. } | OutboxKey::Transfer(_)) => {
+                Part::Coordinator
+            }
             TimerKind::Resend(OutboxKey::Registration(_) | OutboxKey::Revocation(_)) | TimerKind::BindWait(_) => {
                 Part::Bindings
             }
@@ -86,6 +90,9 @@ pub struct NodeCore {
     config: ProtocolConfig,
     coordinator: Coordinator,
     bindings: Bindings,
+    /// Wallet transfers this node coordinates (as the grantors' node).
+    transfers: Transfers,
+    wallet: WalletPolicy,
 }
 
 impl NodeCore {
@@ -94,6 +101,8 @@ impl NodeCore {
         NodeCore {
             province,
             coordinator: Coordinator::new(province, incarnation, config.clone(), policy.grantor_order),
+            transfers: Transfers::new(province, incarnation, config.clone()),
+            wallet: policy.wallet,
             bindings: Bindings::new(province, policy, config.clone()),
             config,
         }
@@ -111,10 +120,15 @@ impl NodeCore {
         &self.coordinator
     }
 
+    pub fn transfers(&self) -> &Transfers {
+        &self.transfers
+    }
+
     fn participant(&self) -> Participant<'_> {
         Participant {
             province: self.province,
             config: &self.config,
+            wallet: &self.wallet,
         }
     }
 
@@ -157,6 +171,20 @@ impl NodeCore {
                 }
                 ClientRequest::Unfreeze { person } => accounts.set_frozen(view, reply_to, person, false, None),
                 ClientRequest::Close { person } => accounts.close(view, reply_to, person),
+                ClientRequest::Transfer {
+                    transfer,
+                    grantor,
+                    binding,
+                    amount,
+                } => {
+                    let request = crate::records::TransferRequest {
+                        transfer,
+                        grantor,
+                        binding,
+                        amount,
+                    };
+                    self.transfers.on_transfer(view, reply_to, request, now)
+                }
             },
             Input::Peer { from, message } => self.on_peer(view, from, message, now),
             Input::Timer(kind) => match route(&Input::Timer(kind.clone())) {
@@ -164,7 +192,12 @@ impl NodeCore {
                     TimerKind::HoldDeadline(leg) => self.participant().on_hold_deadline(view, leg, now),
                     _ => Ok(Effects::default()),
                 },
-                Part::Coordinator => self.coordinator.on_timer(view, &kind, now),
+                Part::Coordinator => match &kind {
+                    TimerKind::TransferDeadline(_) | TimerKind::Resend(OutboxKey::Transfer(_)) => {
+                        self.transfers.on_timer(view, &kind, now)
+                    }
+                    _ => self.coordinator.on_timer(view, &kind, now),
+                },
                 Part::Bindings => self.bindings.on_timer(view, &kind, now),
             },
         }
@@ -185,6 +218,13 @@ impl NodeCore {
             PeerMessage::Credit { leg, original, amount } => {
                 participant.on_credit(view, from, &leg, &original, amount, now)
             }
+            PeerMessage::Vote { leg, vote } if leg.transfer().is_some() => {
+                self.transfers.on_vote(view, from, &leg, vote, now)
+            }
+            PeerMessage::Ack { leg, outcome } if leg.transfer().is_some() => {
+                self.transfers.on_ack(view, from, &leg, outcome, now)
+            }
+            PeerMessage::Query { leg } if leg.transfer().is_some() => self.transfers.on_query(view, from, &leg, now),
             PeerMessage::Vote { leg, vote } => self.coordinator.on_vote(view, from, &leg, vote, now),
             PeerMessage::Ack { leg, outcome } => self.coordinator.on_ack(view, from, &leg, outcome, now),
             PeerMessage::Query { leg } => self.coordinator.on_query(view, from, &leg, now),
@@ -213,6 +253,7 @@ impl NodeCore {
             effects.extend(self.participant().recover_hold(leg, now));
         }
         effects.extend(self.coordinator.recover(view, outbox, now)?);
+        effects.extend(self.transfers.recover(view, outbox, now)?);
         effects.extend(self.bindings.recover(view, outbox, now)?);
         Ok(effects)
     }

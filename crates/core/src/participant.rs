@@ -9,12 +9,12 @@ use crate::binding::{Binding, BindingKind, BindingStatus};
 use crate::config::ProtocolConfig;
 use crate::effects::{Effects, Note, TimerKind};
 use crate::error::HandlerError;
-use crate::ids::{BindingId, LegId};
+use crate::ids::{BindingId, LegId, LegScope, TRANSFER_CREDIT_INDEX};
 use crate::ledger::{LedgerView, Write};
 use crate::message::{LegOutcome, PeerMessage, Prepare, Vote};
 use crate::money::Money;
 use crate::person::PersonId;
-use crate::policy::GRANTORS_PER_SETTLEMENT_MAX;
+use crate::policy::{GRANTORS_PER_SETTLEMENT_MAX, WalletPolicy};
 use crate::reason::Refusal;
 use crate::records::{Fence, Hold, JournalEntry, JournalKind};
 use crate::region::Province;
@@ -49,6 +49,8 @@ fn counting_month(binding: &Binding, now: Now) -> YearMonth {
 pub struct Participant<'a> {
     pub province: Province,
     pub config: &'a ProtocolConfig,
+    /// This province's wallet transfer policy (`transfer.rs`).
+    pub wallet: &'a WalletPolicy,
 }
 
 fn storage<E: std::fmt::Debug>(error: E) -> HandlerError<E> {
@@ -56,7 +58,7 @@ fn storage<E: std::fmt::Debug>(error: E) -> HandlerError<E> {
 }
 
 impl Participant<'_> {
-    fn fence<V: LedgerView>(&self, view: &V, leg: &LegId) -> Result<Option<Fence>, HandlerError<V::Error>> {
+    pub(crate) fn fence<V: LedgerView>(&self, view: &V, leg: &LegId) -> Result<Option<Fence>, HandlerError<V::Error>> {
         if !self.config.safeguards.fence {
             // Mutation: behave as if no fence had ever been written, except for a live hold,
             // which the hold itself still needs to be released.
@@ -198,6 +200,9 @@ impl Participant<'_> {
             );
             return Ok(effects);
         }
+        if leg.transfer().is_some() {
+            return self.on_transfer_prepare(view, from, prepare, now);
+        }
         match self.fence(view, leg)? {
             Some(Fence::Prepared(hold)) => {
                 // A duplicate: the same vote again.
@@ -309,14 +314,19 @@ impl Participant<'_> {
         Ok(effects)
     }
 
-    /// Undoes a hold's share of the binding's monthly usage (the part not debited).
+    /// Undoes a hold's share of the binding's monthly usage (the part not debited); for a
+    /// transfer's hold, which never counted on the binding, its share of the day's transfers.
     fn release_usage<V: LedgerView>(
         &self,
         view: &V,
+        leg: &LegId,
         hold: &Hold,
         released: Money,
         effects: &mut Effects,
     ) -> Result<(), HandlerError<V::Error>> {
+        if leg.transfer().is_some() {
+            return self.release_wallet(view, hold, released, effects);
+        }
         let Some(id) = hold.binding else {
             return Ok(());
         };
@@ -359,6 +369,9 @@ impl Participant<'_> {
             });
             return Ok(effects);
         }
+        if leg.transfer().is_some() && leg.index == TRANSFER_CREDIT_INDEX {
+            return self.on_transfer_credit_commit(view, from, leg, amount, now);
+        }
         match self.fence(view, leg)? {
             Some(Fence::Prepared(hold)) => {
                 if amount > hold.amount {
@@ -370,7 +383,7 @@ impl Participant<'_> {
                 }
                 let mut account = self.account_of(view, &hold.account)?;
                 account.settle_hold(hold.amount, amount)?;
-                self.release_usage(view, &hold, hold.amount.checked_sub(amount)?, &mut effects)?;
+                self.release_usage(view, leg, &hold, hold.amount.checked_sub(amount)?, &mut effects)?;
                 effects.writes.push(Write::Account(account));
                 effects.writes.push(Write::Fence {
                     leg: leg.clone(),
@@ -398,9 +411,10 @@ impl Participant<'_> {
                         account: Some(hold.account),
                         leg: Some(leg.clone()),
                         binding: hold.binding,
-                        settlement: Some(leg.settlement().clone()),
+                        settlement: leg.settlement_id().cloned(),
                         counterparty: Some(from),
-                        reference: None,
+                        // A transfer's debit names the transfer.
+                        reference: leg.transfer().map(ToString::to_string),
                     }));
                 }
                 effects.notes.push(Note::HoldResolved {
@@ -539,7 +553,7 @@ impl Participant<'_> {
     ) -> Result<(), HandlerError<V::Error>> {
         let mut account = self.account_of(view, &hold.account)?;
         account.release(hold.amount)?;
-        self.release_usage(view, hold, hold.amount, effects)?;
+        self.release_usage(view, leg, hold, hold.amount, effects)?;
         effects.writes.push(Write::Account(account));
         effects.writes.push(Write::Fence {
             leg: leg.clone(),
@@ -572,6 +586,14 @@ impl Participant<'_> {
             effects.notes.push(Note::ProtocolViolation {
                 from,
                 detail: format!("credit of foreign leg {leg}"),
+            });
+            return Ok(effects);
+        }
+        if !matches!(leg.scope, LegScope::Refund { .. }) || !matches!(original.scope, LegScope::Pay { .. }) {
+            // Refunds credit back along a settlement's payment legs only (not transfers).
+            effects.notes.push(Note::ProtocolViolation {
+                from,
+                detail: format!("credit of {leg} along {original}: not a refund of a payment"),
             });
             return Ok(effects);
         }

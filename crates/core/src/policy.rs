@@ -22,16 +22,37 @@ pub enum GrantorOrder {
     FamilyOrder,
 }
 
-/// National limits of the 2025 wallet transfer model, kept for parity.
+/// National limits of the 2025 wallet transfer model, kept for parity. The sending side (the
+/// grantor's node) applies the first four; the receiving side, `accept_wallet_transfers`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WalletPolicy {
+    /// Transfers one grantor may make per day (China Standard Time); 3 nationally.
     pub transfers_per_day_max: u32,
+    /// The largest single transfer; 2,000 yuan nationally.
     pub transfer_amount_max: Money,
     /// Local minute of the day from which transfers stop (22:00 = 1320).
     pub quiet_from_minute: u32,
-    /// Local minute of the day at which transfers resume (06:00 = 360).
+    /// Local minute of the day at which transfers resume (06:00 = 360). Equal to
+    /// `quiet_from_minute`: no quiet hours.
     pub quiet_until_minute: u32,
+    /// Whether this province's accounts accept transfers from other provinces' grantors (and
+    /// from its own); `false` refuses them and the money returns.
+    pub accept_wallet_transfers: bool,
+}
+
+impl WalletPolicy {
+    /// Whether `wall_ms` falls in the quiet hours, in China Standard Time. The window may wrap
+    /// midnight (22:00-06:00) or not (01:00-05:00); it includes its start, not its end.
+    pub fn in_quiet_hours(&self, wall_ms: i64) -> bool {
+        let minute = crate::time::local_minute_of_day(wall_ms);
+        let (from, until) = (self.quiet_from_minute, self.quiet_until_minute);
+        if from <= until {
+            (from..until).contains(&minute)
+        } else {
+            minute >= from || minute < until
+        }
+    }
 }
 
 impl Default for WalletPolicy {
@@ -41,6 +62,7 @@ impl Default for WalletPolicy {
             transfer_amount_max: Money::from_fen(200_000).unwrap_or(Money::ZERO),
             quiet_from_minute: 22 * 60,
             quiet_until_minute: 6 * 60,
+            accept_wallet_transfers: true,
         }
     }
 }
@@ -111,5 +133,39 @@ impl Policy {
             return Err(PolicyError::QuietHours);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_hours_wrap_midnight_in_china_standard_time() {
+        let wallet = WalletPolicy::default();
+        // 2026-11-22 00:00 in Beijing is 2026-11-21 16:00 UTC.
+        let midnight = 1_795_276_800_000_i64;
+        let at = |hour: i64, minute: i64| midnight + (hour * 60 + minute) * 60_000;
+        assert!(!wallet.in_quiet_hours(at(21, 59)));
+        assert!(wallet.in_quiet_hours(at(22, 0)));
+        assert!(wallet.in_quiet_hours(at(22, 30)));
+        assert!(wallet.in_quiet_hours(at(0, 0)));
+        assert!(wallet.in_quiet_hours(at(5, 59)));
+        assert!(!wallet.in_quiet_hours(at(6, 0)));
+        assert!(!wallet.in_quiet_hours(at(12, 0)));
+        let none = WalletPolicy {
+            quiet_from_minute: 0,
+            quiet_until_minute: 0,
+            ..wallet
+        };
+        assert!(!none.in_quiet_hours(at(23, 0)));
+        let inside = WalletPolicy {
+            quiet_from_minute: 60,
+            quiet_until_minute: 300,
+            ..wallet
+        };
+        assert!(
+            inside.in_quiet_hours(at(1, 0)) && !inside.in_quiet_hours(at(5, 0)) && !inside.in_quiet_hours(at(0, 30))
+        );
     }
 }

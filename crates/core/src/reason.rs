@@ -43,6 +43,15 @@ pub enum Refusal {
     NotNeeded,
     /// Too many grantors for one settlement; the rest were not asked.
     TooManyGrantors,
+    /// A wallet transfer in the policy's quiet hours (22:00-06:00 China Standard Time by
+    /// default).
+    QuietHours,
+    /// A wallet transfer above the policy's per-transfer cap (2,000 yuan by default).
+    TransferAmountLimit,
+    /// The grantor already made the policy's number of wallet transfers today (3 by default).
+    DailyTransferLimit,
+    /// The receiving node does not accept wallet transfers (its policy says so).
+    TransfersNotAccepted,
 }
 
 impl Refusal {
@@ -64,10 +73,14 @@ impl Refusal {
             Refusal::Timeout => "timeout",
             Refusal::NotNeeded => "not_needed",
             Refusal::TooManyGrantors => "too_many_grantors",
+            Refusal::QuietHours => "quiet_hours",
+            Refusal::TransferAmountLimit => "transfer_amount_limit",
+            Refusal::DailyTransferLimit => "daily_transfer_limit",
+            Refusal::TransfersNotAccepted => "transfers_not_accepted",
         }
     }
 
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 20] = [
         Refusal::AccountFrozen,
         Refusal::AccountClosed,
         Refusal::UnknownAccount,
@@ -84,6 +97,10 @@ impl Refusal {
         Refusal::Timeout,
         Refusal::NotNeeded,
         Refusal::TooManyGrantors,
+        Refusal::QuietHours,
+        Refusal::TransferAmountLimit,
+        Refusal::DailyTransferLimit,
+        Refusal::TransfersNotAccepted,
     ];
 
     pub fn from_code(code: &str) -> Option<Refusal> {

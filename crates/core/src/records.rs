@@ -2,13 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId};
+use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId, TransferId};
 use crate::money::Money;
 use crate::person::PersonId;
 use crate::plan::NotPaying;
 use crate::reason::Refusal;
 use crate::region::{Province, Region};
-use crate::time::YearMonth;
+use crate::time::{CivilDate, YearMonth};
 
 /// A live hold on an account, kept inside its leg's fence while the leg is prepared.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -162,9 +162,14 @@ pub struct RefundRecord {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum OutboxKey {
     Settlement(SettlementId),
-    Refund { settlement: SettlementId, refund: RefundId },
+    Refund {
+        settlement: SettlementId,
+        refund: RefundId,
+    },
     Registration(BindingId),
     Revocation(BindingId),
+    /// A wallet transfer's commit or abort, until both legs acknowledged.
+    Transfer(TransferId),
 }
 
 /// A credit (划入) applied once per id.
@@ -192,15 +197,23 @@ pub enum JournalKind {
     MutualAidReceived,
     /// Clearing claim reversed by a refund: `amount` went back to `counterparty`'s account.
     MutualAidRefunded,
+    /// Clearing claim on the grantor's node: a wallet transfer of `amount` to `account` in
+    /// province `counterparty` was decided (COMMIT); this province owes it. No balance of this
+    /// node changes here: the grantor's own account is debited by a local `Debit` of the
+    /// transfer's debit leg. `leg` is the transfer's credit leg.
+    TransferSent,
+    /// A wallet transfer from a grantor in province `counterparty` credited `account` of this
+    /// node. Balance +. `leg` is the transfer's credit leg.
+    TransferReceived,
 }
 
 impl JournalKind {
     /// The signed effect on the sum of this node's balances.
     pub fn balance_sign(self) -> i8 {
         match self {
-            JournalKind::Credit | JournalKind::RefundCredit => 1,
+            JournalKind::Credit | JournalKind::RefundCredit | JournalKind::TransferReceived => 1,
             JournalKind::Debit => -1,
-            JournalKind::MutualAidReceived | JournalKind::MutualAidRefunded => 0,
+            JournalKind::MutualAidReceived | JournalKind::MutualAidRefunded | JournalKind::TransferSent => 0,
         }
     }
 }
@@ -220,4 +233,71 @@ pub struct JournalEntry {
     pub counterparty: Option<Province>,
     /// Free reference: credit id, institution code.
     pub reference: Option<String>,
+}
+
+/// A wallet transfer (the national model of 2025): a grantor pushes `amount` from their
+/// personal account to the grantee of `binding`, an active mutual-aid binding of theirs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TransferRequest {
+    pub transfer: TransferId,
+    pub grantor: PersonId,
+    pub binding: BindingId,
+    pub amount: Money,
+}
+
+/// How a wallet transfer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferStatus {
+    /// The grantor's account is debited and the receiver's credited (exactly once each).
+    Committed,
+    /// Nothing moved: refused by the grantor's node (policy, card, balance, binding) or by the
+    /// receiving node, or timed out; any hold was released ("the money returns").
+    Refused,
+}
+
+impl TransferStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            TransferStatus::Committed => "committed",
+            TransferStatus::Refused => "refused",
+        }
+    }
+}
+
+/// The answer to a wallet transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TransferReceipt {
+    pub transfer: TransferId,
+    pub grantor: PersonId,
+    pub binding: BindingId,
+    pub grantee: PersonId,
+    pub grantee_province: Province,
+    pub amount: Money,
+    pub status: TransferStatus,
+    /// Why it was refused (None when committed).
+    pub reason: Option<Refusal>,
+    /// The grantor's available balance after the transfer, as their account reported it when
+    /// the amount was held (None when nothing was held).
+    pub grantor_available_after: Option<Money>,
+    pub decided_wall_ms: i64,
+}
+
+/// The grantor's node's durable decision of a transfer. Written once; presumed abort: no
+/// record means nothing moved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub request: TransferRequest,
+    pub receipt: TransferReceipt,
+    /// The debit leg and, if it was asked, the credit leg (amount zero: aborted).
+    pub legs: Vec<DecidedLeg>,
+}
+
+/// A grantor's wallet transfers counted on one day (China Standard Time): live holds and
+/// committed transfers; a released hold no longer counts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WalletUsage {
+    pub person: PersonId,
+    pub day: CivilDate,
+    pub transfers: u32,
 }

@@ -197,6 +197,8 @@ fn kind_name(kind: JournalKind) -> &'static str {
         JournalKind::RefundCredit => "refund_credit",
         JournalKind::MutualAidReceived => "mutual_aid_received",
         JournalKind::MutualAidRefunded => "mutual_aid_refunded",
+        JournalKind::TransferSent => "transfer_sent",
+        JournalKind::TransferReceived => "transfer_received",
     }
 }
 
@@ -278,6 +280,25 @@ impl Counted {
                         });
                     }
                 }
+            }
+            // A wallet transfer clears like a deduction: the grantor's province (payer) owes
+            // the receiving one. Not a settlement, so not counted as one.
+            JournalKind::TransferSent => {
+                let Some(receiver) = counterparty.filter(|receiver| *receiver != node) else {
+                    return true;
+                };
+                self.add_flow(node, receiver, entry.wall_ms, amount, true);
+                self.add_clearing(node, receiver, entry.wall_ms, |cell| {
+                    cell.payer_debit_fen = cell.payer_debit_fen.saturating_add(amount);
+                });
+            }
+            JournalKind::TransferReceived => {
+                let Some(payer) = counterparty.filter(|payer| *payer != node) else {
+                    return true;
+                };
+                self.add_clearing(payer, node, entry.wall_ms, |cell| {
+                    cell.coordinator_received_fen = cell.coordinator_received_fen.saturating_add(amount);
+                });
             }
             JournalKind::Credit => {}
         }

@@ -91,6 +91,10 @@ impl BureauConn {
                 .map(|r| BureauReply::LimitsSet(r.into_inner())),
             BureauRequest::Cancel(r) => client.cancel(r).await.map(|r| BureauReply::Refunded(r.into_inner())),
             BureauRequest::Reverse(r) => client.reverse(r).await.map(|r| BureauReply::Refunded(r.into_inner())),
+            BureauRequest::Transfer(r) => client
+                .transfer(r)
+                .await
+                .map(|r| BureauReply::Transferred(r.into_inner())),
         };
         match result {
             Ok(reply) => ClientReply::try_from(reply).map_err(invalid_reply),
@@ -104,6 +108,25 @@ impl BureauConn {
                 (_, None) => Err(status),
             },
         }
+    }
+
+    /// A wallet transfer from `grantor` (of this node's province) to the grantee of `binding`:
+    /// `ClientReply::Transferred` with a committed or refused receipt, or `ClientReply::Error`
+    /// for a request that names no transfer (unknown binding, id reused...).
+    pub async fn transfer(
+        &mut self,
+        transfer: exchange_core::TransferId,
+        grantor: PersonId,
+        binding: exchange_core::BindingId,
+        amount: exchange_core::Money,
+    ) -> Result<ClientReply, Status> {
+        self.call(ClientRequest::Transfer {
+            transfer,
+            grantor,
+            binding,
+            amount,
+        })
+        .await
     }
 
     /// An account, or `None` if the person is not enrolled on this node.

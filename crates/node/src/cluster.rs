@@ -264,6 +264,29 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Graceful stop of one node (SIGTERM); waits up to `grace` for it to exit and returns its
+    /// exit status (`None`: it did not exit in time and was killed).
+    pub fn terminate(
+        &mut self,
+        province: Province,
+        grace: Duration,
+    ) -> Result<Option<std::process::ExitStatus>, NodeError> {
+        self.signal(province, Signal::SIGTERM)?;
+        let Some(mut child) = self.nodes.get_mut(&province).and_then(|node| node.child.take()) else {
+            return Ok(None);
+        };
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(None)
+    }
+
     /// Pauses (SIGSTOP) or resumes (SIGCONT) a node.
     pub fn pause(&self, province: Province, paused: bool) -> Result<(), NodeError> {
         self.signal(province, if paused { Signal::SIGSTOP } else { Signal::SIGCONT })

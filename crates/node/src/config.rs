@@ -11,6 +11,8 @@ use serde::Deserialize;
 pub const PEERS_MAX: usize = 30;
 /// Largest configuration file read, in bytes.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+/// Largest value of a per-identity budget in `[tuning]` (requests in flight, per second, burst).
+pub const IDENTITY_BUDGET_MAX: u64 = 10_000_000;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,20 @@ pub struct Tuning {
     pub client_requests_in_flight_max: usize,
     /// Deadline on every RPC this node makes or serves, milliseconds.
     pub rpc_timeout_ms: u64,
+    /// Requests one client certificate (a bureau tool, the monitor) may have in flight; more
+    /// are refused with RESOURCE_EXHAUSTED (`too_many_in_flight`). See `limits.rs`.
+    pub client_in_flight_per_identity_max: usize,
+    /// Requests per second one client certificate may sustain (token bucket refill rate);
+    /// more are refused with RESOURCE_EXHAUSTED (`rate_limited`).
+    pub client_requests_per_s_per_identity: u64,
+    /// Requests one client certificate may send at once after a quiet spell (bucket size).
+    pub client_burst_per_identity: u64,
+    /// Requests one peer province's node may have in flight (`Deliver`, `Journal`).
+    pub peer_in_flight_max: usize,
+    /// Requests per second one peer province's node may sustain.
+    pub peer_requests_per_s: u64,
+    /// Requests one peer province's node may send at once after a quiet spell.
+    pub peer_burst: u64,
 }
 
 impl Default for Tuning {
@@ -77,6 +93,16 @@ impl Default for Tuning {
             cache_mib: 128,
             client_requests_in_flight_max: 50_000,
             rpc_timeout_ms: 5_000,
+            // Far above what the benchmarks and the demo send from one certificate; a
+            // deployment with one certificate per hospital sizes these per hospital.
+            client_in_flight_per_identity_max: 20_000,
+            client_requests_per_s_per_identity: 100_000,
+            client_burst_per_identity: 100_000,
+            // A peer link sends one batch at a time (up to `peer_batch_max` messages), so a
+            // correct peer stays far below these.
+            peer_in_flight_max: 1_024,
+            peer_requests_per_s: 50_000,
+            peer_burst: 50_000,
         }
     }
 }
@@ -205,6 +231,28 @@ impl NodeConfig {
         }
         if !in_range(t.client_requests_in_flight_max, 1, 10_000_000) || !(100..=600_000).contains(&t.rpc_timeout_ms) {
             return Err("tuning: client_requests_in_flight_max must be >= 1 and rpc_timeout_ms 100 to 600,000".into());
+        }
+        let budgets: [(&str, u64); 6] = [
+            (
+                "client_in_flight_per_identity_max",
+                u64::try_from(t.client_in_flight_per_identity_max).unwrap_or(u64::MAX),
+            ),
+            (
+                "client_requests_per_s_per_identity",
+                t.client_requests_per_s_per_identity,
+            ),
+            ("client_burst_per_identity", t.client_burst_per_identity),
+            (
+                "peer_in_flight_max",
+                u64::try_from(t.peer_in_flight_max).unwrap_or(u64::MAX),
+            ),
+            ("peer_requests_per_s", t.peer_requests_per_s),
+            ("peer_burst", t.peer_burst),
+        ];
+        for (key, value) in budgets {
+            if !(1..=IDENTITY_BUDGET_MAX).contains(&value) {
+                return Err(format!("tuning: {key} must be 1 to 10,000,000 (it is {value})"));
+            }
         }
         Ok(())
     }

@@ -125,8 +125,12 @@ impl NodeContext {
         }
     }
 
-    /// Hands an input to the actor that owns it.
+    /// Hands an input to the actor that owns it. Once the node stopped acknowledging (see
+    /// [`NodeContext::fail`]) nothing more is taken in: the caller is told why and retries.
     pub fn deliver(&self, input: Input) -> Result<(), NodeError> {
+        if let Some(failure) = self.failure() {
+            return Err(NodeError::Stopped(failure));
+        }
         let target = self.shards.route(&self.store, &input);
         let actor = self.actor(target).ok_or(NodeError::Unavailable("actor not running"))?;
         actor
@@ -179,10 +183,21 @@ impl NodeContext {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// Makes the node stop acknowledging, for good (until it is restarted): client calls and
+    /// peer messages are refused with UNAVAILABLE and this reason, gRPC health turns
+    /// NOT_SERVING (see [`report_failure_to_health`]) and `/healthz` answers 503. The first
+    /// reason wins and is logged once at error level.
     pub fn fail(&self, reason: String) {
-        tracing::error!(%reason, "node stops acknowledging");
-        if let Ok(mut failure) = self.failure.lock() {
-            failure.get_or_insert(reason);
+        let Ok(mut failure) = self.failure.lock() else {
+            tracing::error!(%reason, "node stops acknowledging (failure state poisoned)");
+            return;
+        };
+        match failure.as_ref() {
+            None => {
+                tracing::error!(%reason, "node stops acknowledging; restart it once the cause is fixed");
+                *failure = Some(reason);
+            }
+            Some(first) => tracing::debug!(%reason, %first, "node already stopped acknowledging"),
         }
     }
 
@@ -194,7 +209,24 @@ impl NodeContext {
                 account.check_invariant().map_err(NodeError::Invariant)?;
             }
         }
-        let applied = self.store.apply(&effects.writes)?;
+        let applied = match self.store.apply(&effects.writes) {
+            Ok(applied) => applied,
+            Err(error) => {
+                if error.is_storage_failure() {
+                    // Nothing of this handler reached the disk and nothing more will: stop
+                    // acknowledging, and answer its waiting clients now (UNAVAILABLE with the
+                    // reason) rather than let them run into their deadline. The actor is not
+                    // failed: restarting it from a store that refuses every write would only
+                    // loop; the node takes no more input and only a restart recovers it.
+                    self.fail(format!("store cannot write: {error}"));
+                    for (reply_to, _) in &effects.replies {
+                        self.pending.forget(*reply_to);
+                    }
+                    return Ok(());
+                }
+                return Err(error.into());
+            }
+        };
         self.metrics.note_effects(&effects);
         for timer in effects.timers {
             let kind = timer.kind;
@@ -227,3 +259,25 @@ impl NodeContext {
 
 /// Shared handle.
 pub type Context = Arc<NodeContext>;
+
+/// How often [`report_failure_to_health`] looks at the failure state.
+pub const HEALTH_FAILURE_POLL_MS: u64 = 100;
+
+/// Turns the gRPC health of the node (the server as a whole, `""`, and each service) to
+/// NOT_SERVING once the node stopped acknowledging; returns then. Polls, so that every path
+/// to [`NodeContext::fail`] (dispatcher, actors, supervisor) is covered without each knowing
+/// the reporter. The reason itself is in the log, on `/healthz` and in every refusal.
+pub async fn report_failure_to_health(ctx: Context, reporter: exchange_proto::service::HealthReporter) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(HEALTH_FAILURE_POLL_MS));
+    loop {
+        every.tick().await;
+        if ctx.failure().is_some() {
+            break;
+        }
+    }
+    let not_serving = exchange_proto::service::tonic_health::ServingStatus::NotServing;
+    reporter.set_service_status("", not_serving).await;
+    for name in exchange_proto::service::SERVICE_NAMES {
+        reporter.set_service_status(name, not_serving).await;
+    }
+}

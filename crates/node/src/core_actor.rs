@@ -53,6 +53,7 @@ impl CoreState {
                 OutboxKey::Settlement(settlement) | OutboxKey::Refund { settlement, .. } => {
                     Target::Coordinator(shards.of_settlement(settlement))
                 }
+                OutboxKey::Transfer(transfer) => Target::Coordinator(shards.of_transfer(transfer)),
                 OutboxKey::Registration(binding) | OutboxKey::Revocation(binding) => {
                     match ctx.store.binding(binding)? {
                         Some(binding) => Target::Account(shards.of_person(&binding.grantor)),

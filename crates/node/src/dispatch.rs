@@ -16,15 +16,14 @@ pub const OUTBOUND_QUEUE_MAX: usize = 65_536;
 pub async fn run(ctx: Context, mut receiver: mpsc::Receiver<Outgoing>) {
     while let Some(outgoing) = receiver.recv().await {
         if let Err(error) = ctx.store.durable(outgoing.ticket).await {
-            // Nothing may be acknowledged that is not on disk: refuse waiting clients, send
-            // nothing, and keep refusing (the failure is sticky in the store too).
+            // Nothing may be acknowledged that is not on disk: send nothing, and answer waiting
+            // clients UNAVAILABLE with the reason (dropping their reply makes the service say
+            // "the node stopped acknowledging: ..."): the outcome is unknown until the node is
+            // restarted, and a retry with the same id then answers it. Keep refusing: the
+            // failure is sticky in the store too.
             ctx.fail(format!("store cannot flush: {error}"));
             for (reply_to, _) in outgoing.replies {
-                ctx.refuse(
-                    reply_to,
-                    "storage_failure",
-                    format!("the node cannot make writes durable: {error}"),
-                );
+                ctx.pending.forget(reply_to);
             }
             continue;
         }

@@ -20,6 +20,10 @@ pub enum NodeError {
     Invariant(String),
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
+    /// The node stopped acknowledging (a store that cannot write or flush, or actors that keep
+    /// failing); the reason says why. Only a restart clears it.
+    #[error("the node stopped acknowledging: {0}")]
+    Stopped(String),
 }
 
 impl From<HandlerError<exchange_store::StoreError>> for NodeError {

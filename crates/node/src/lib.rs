@@ -14,6 +14,7 @@ pub mod core_actor;
 pub mod dispatch;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod peer;
 pub mod records;

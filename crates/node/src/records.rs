@@ -46,7 +46,9 @@ fn scan_journal(
         if want == 0 {
             return Ok((after_seq, false));
         }
-        let page = ctx.store.journal_from(after_seq, want).map_err(unavailable)?;
+        // Only flushed entries: an entry a crash could still take back (its sequence number
+        // then reused) must not reach a report or a peer's reconciliation.
+        let page = ctx.store.durable_journal_from(after_seq, want).map_err(unavailable)?;
         let reached_end = page.len() < want;
         for (seq, entry) in page {
             after_seq = seq;

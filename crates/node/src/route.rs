@@ -1,12 +1,14 @@
-//! Which actor owns an input: account shards by person, coordinator shards by settlement id.
+//! Which actor owns an input: account shards by person, coordinator shards by settlement id
+//! (and wallet transfers by transfer id).
 //!
 //! Routing only picks a mailbox; it decides nothing. Every leg id names its account, so all
 //! messages about one account reach the one actor that may change it, and all messages about
-//! one settlement (refunds included) reach the one coordinator that holds its state.
+//! one settlement (refunds included) or one transfer reach the one coordinator that holds its
+//! state.
 
 use exchange_core::message::{ClientRequest, PeerMessage};
 use exchange_core::node::Input;
-use exchange_core::{LedgerView, PersonId, SettlementId};
+use exchange_core::{LedgerView, LegId, PersonId, SettlementId, TransferId};
 use exchange_store::Store;
 
 /// A target actor: which kind, and its index among that kind.
@@ -43,6 +45,18 @@ impl Shards {
         index(stable_hash(settlement.as_str().as_bytes()), self.coordinators)
     }
 
+    pub fn of_transfer(&self, transfer: &TransferId) -> usize {
+        index(stable_hash(transfer.as_str().as_bytes()), self.coordinators)
+    }
+
+    /// The coordinator shard that holds the state of `leg`'s settlement or transfer.
+    pub fn of_leg(&self, leg: &LegId) -> usize {
+        match leg.transfer() {
+            Some(transfer) => self.of_transfer(transfer),
+            None => self.of_settlement(leg.settlement()),
+        }
+    }
+
     /// Picks the owner of `input`. Reads the store only to find a binding's grantor or grantee.
     pub fn route(&self, store: &Store, input: &Input) -> Target {
         let account = |person: &PersonId| Target::Account(self.of_person(person));
@@ -57,6 +71,7 @@ impl Shards {
                 ClientRequest::Refund(request) => coordinator(&request.settlement),
                 ClientRequest::Cancel { settlement } => coordinator(settlement),
                 ClientRequest::Reverse { message } => coordinator(message),
+                ClientRequest::Transfer { transfer, .. } => Target::Coordinator(self.of_transfer(transfer)),
                 ClientRequest::SetOrder { grantee, .. } => account(grantee),
                 ClientRequest::SetLimits { binding, .. } => grantor_of(binding),
                 ClientRequest::Bind(request) => account(&request.grantor),
@@ -73,7 +88,7 @@ impl Shards {
                     account(&leg.account)
                 }
                 PeerMessage::Vote { leg, .. } | PeerMessage::Ack { leg, .. } | PeerMessage::Query { leg } => {
-                    coordinator(leg.settlement())
+                    Target::Coordinator(self.of_leg(leg))
                 }
                 PeerMessage::RegisterBinding(binding) => account(&binding.grantee),
                 PeerMessage::Revoked { binding, .. } => match store.binding_copy(binding) {

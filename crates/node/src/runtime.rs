@@ -11,22 +11,29 @@ use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::context::{Actors, Context, NodeContext, PendingReplies};
 use crate::dispatch::{self, OUTBOUND_QUEUE_MAX};
 use crate::error::NodeError;
+use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::peer::{PeerArgs, PeerLink};
 use crate::route::Shards;
-use crate::services::{BureauService, ExchangeService, MonitorService};
+use crate::services::{
+    BUREAU_SERVICE, BureauService, EXCHANGE_SERVICE, ExchangeService, MONITOR_SERVICE, MonitorService,
+};
 use crate::supervisor::{Supervisor, SupervisorMsg};
 
 /// Streams served at once on one HTTP/2 connection (per client), a bound on one peer's load.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 1_024;
 /// Concurrent requests handled per connection before the server pushes back.
 pub const REQUESTS_PER_CONNECTION_MAX: usize = 4_096;
+/// How much longer than `rpc_timeout_ms` the server lets a call run before cancelling it, so
+/// that handlers answer their own, clearer, DEADLINE_EXCEEDED first.
+pub const SERVER_DEADLINE_MARGIN_MS: u64 = 500;
 
 /// A node that is running.
 #[derive(Debug)]
@@ -132,9 +139,27 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     health_reporter
         .set_serving::<exchange_proto::pb::exchange_server::ExchangeServer<ExchangeService>>()
         .await;
+    tokio::spawn(crate::context::report_failure_to_health(
+        ctx.clone(),
+        health_reporter.clone(),
+    ));
     let reflection = exchange_proto::service::reflection_service()
         .map_err(|error| NodeError::Actor(format!("reflection: {error}")))?;
-    let timeout = Duration::from_millis(ctx.config.tuning.rpc_timeout_ms);
+    // Deadline of every RPC served, a backstop: a handler waiting on the core answers
+    // DEADLINE_EXCEEDED ("retry with the same id") at `rpc_timeout_ms`; the server cancels
+    // whatever is still running `SERVER_DEADLINE_MARGIN_MS` later (tonic answers CANCELLED,
+    // "Timeout expired"). A client's shorter `grpc-timeout` wins, a longer one does not. The
+    // RPCs this node makes set theirs: peer batches and journal pages (`peer.rs`,
+    // `records.rs`) send `rpc_timeout_ms` as `grpc-timeout`, which the client channel enforces
+    // too; the bureau client (`client.rs`) has a channel-wide timeout.
+    let timeout = Duration::from_millis(
+        ctx.config
+            .tuning
+            .rpc_timeout_ms
+            .saturating_add(SERVER_DEADLINE_MARGIN_MS),
+    );
+    // Every request is admitted against its caller's budget before its body is decoded.
+    let admission = Admission::new(&ctx.config.tuning);
     let (shutdown, shutdown_receiver) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .tls_config(server_tls)?
@@ -146,15 +171,27 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
-        .add_service(exchange_proto::service::exchange_server(ExchangeService {
-            ctx: ctx.clone(),
-        }))
-        .add_service(exchange_proto::service::bureau_server(BureauService {
-            ctx: ctx.clone(),
-        }))
-        .add_service(exchange_proto::service::monitor_server(MonitorService {
-            ctx: ctx.clone(),
-        }));
+        .add_service(InterceptedService::new(
+            exchange_proto::service::exchange_server(ExchangeService {
+                ctx: ctx.clone(),
+                admission: admission.clone(),
+            }),
+            admission.interceptor(ctx.clone(), EXCHANGE_SERVICE),
+        ))
+        .add_service(InterceptedService::new(
+            exchange_proto::service::bureau_server(BureauService {
+                ctx: ctx.clone(),
+                admission: admission.clone(),
+            }),
+            admission.interceptor(ctx.clone(), BUREAU_SERVICE),
+        ))
+        .add_service(InterceptedService::new(
+            exchange_proto::service::monitor_server(MonitorService {
+                ctx: ctx.clone(),
+                admission: admission.clone(),
+            }),
+            admission.interceptor(ctx.clone(), MONITOR_SERVICE),
+        ));
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_receiver.await;

@@ -3,18 +3,22 @@
 //! identity in the client's certificate, converts, hands the request to the owning actor and
 //! waits for the reply. Nothing is decided here.
 //!
+//! Every request is first admitted against its caller's budget (requests in flight and per
+//! second, per certificate identity: `limits.rs`), before its body is decoded; a caller over
+//! budget is refused with `RESOURCE_EXHAUSTED` and nothing of its request is applied.
+//!
 //! Every `Bureau` call is an operator action and goes to the audit log (`audit.rs`): an intent
 //! before an action reaches the core and its outcome after, or one record after a read; a call
 //! refused for its certificate's identity is recorded too.
 
 use std::fmt::Debug;
 use std::pin::Pin;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use exchange_core::LedgerView;
 use exchange_core::message::{ClientReply, ClientRequest};
 use exchange_core::node::Input;
-use exchange_pki::{PeerIdentity, peer_identity_of_request};
+use exchange_pki::PeerIdentity;
 use exchange_proto::pb;
 use exchange_proto::pb::bureau_server::Bureau;
 use exchange_proto::pb::exchange_server::Exchange;
@@ -24,8 +28,9 @@ use exchange_store::{AUDIT_INTENT, AUDIT_PAGE_LEN_MAX, AuditAppended, AuditEntry
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::audit::{AUDIT_PAGE_LEN_DEFAULT, caller_of, outcome_of, summary};
+use crate::audit::{AUDIT_PAGE_LEN_DEFAULT, outcome_of, summary};
 use crate::context::Context;
+use crate::limits::{Admission, Admitted};
 
 /// Journal entries sent per page of the monitor feed.
 pub const FEED_PAGE_LEN_MAX: usize = 512;
@@ -34,9 +39,10 @@ pub const FEED_POLL_MS: u64 = 250;
 /// Health samples are sent at most this often on a busy feed.
 pub const FEED_HEALTH_EVERY_MS: u64 = 1_000;
 
-fn identity<T>(ctx: &Context, request: &Request<T>) -> Result<PeerIdentity, Status> {
-    peer_identity_of_request(request, &ctx.revocations, SystemTime::now()).map_err(Status::from)
-}
+/// Labels of the services in the request metrics of refused callers.
+pub const EXCHANGE_SERVICE: &str = "exchange";
+pub const BUREAU_SERVICE: &str = "bureau";
+pub const MONITOR_SERVICE: &str = "monitor";
 
 fn convert_error(error: exchange_proto::ConvertError) -> Status {
     Status::invalid_argument(error.to_string())
@@ -46,12 +52,14 @@ fn convert_error(error: exchange_proto::ConvertError) -> Status {
 #[derive(Debug, Clone)]
 pub struct ExchangeService {
     pub ctx: Context,
+    pub admission: Admission,
 }
 
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
-    async fn deliver(&self, request: Request<pb::PeerBatch>) -> Result<Response<pb::DeliverReply>, Status> {
-        let from = match identity(&self.ctx, &request)? {
+    async fn deliver(&self, mut request: Request<pb::PeerBatch>) -> Result<Response<pb::DeliverReply>, Status> {
+        let admitted = self.admission.take(&self.ctx, &mut request, EXCHANGE_SERVICE)?;
+        let from = match admitted.caller.identity {
             PeerIdentity::Node(province) if province != self.ctx.province => province,
             other => {
                 return Err(Status::permission_denied(format!(
@@ -71,9 +79,10 @@ impl Exchange for ExchangeService {
         Ok(Response::new(pb::DeliverReply { accepted }))
     }
 
-    async fn journal(&self, request: Request<pb::JournalQuery>) -> Result<Response<pb::JournalPage>, Status> {
+    async fn journal(&self, mut request: Request<pb::JournalQuery>) -> Result<Response<pb::JournalPage>, Status> {
+        let admitted = self.admission.take(&self.ctx, &mut request, EXCHANGE_SERVICE)?;
         // A node reads only its own province's side of the legs it shares with this one.
-        let peer = match identity(&self.ctx, &request)? {
+        let peer = match admitted.caller.identity {
             PeerIdentity::Node(province) if province != self.ctx.province => province,
             other => {
                 return Err(Status::permission_denied(format!(
@@ -86,6 +95,7 @@ impl Exchange for ExchangeService {
         let page = tokio::task::spawn_blocking(move || crate::records::journal_for_peer(&ctx, peer, &query))
             .await
             .map_err(|error| Status::internal(format!("journal scan: {error}")))??;
+        drop(admitted);
         Ok(Response::new(page))
     }
 }
@@ -94,15 +104,19 @@ impl Exchange for ExchangeService {
 #[derive(Debug, Clone)]
 pub struct BureauService {
     pub ctx: Context,
+    pub admission: Admission,
 }
 
 impl BureauService {
-    /// Lets only this province's bureau in; returns how the audit log names the caller. A
-    /// caller whose certificate verifies but who may not operate this node is audited too.
-    fn authorize<T: Debug>(&self, request: &Request<T>, action: &'static str) -> Result<String, Status> {
-        let caller = caller_of(&self.ctx, request)?;
+    /// Lets only this province's bureau in, within its budget; returns the admitted request
+    /// (how the audit log names the caller, and the place in flight the call holds until it is
+    /// answered). A caller whose certificate verifies but who may not operate this node is
+    /// audited too; a caller over its budget is refused before that (see `limits.rs`).
+    fn authorize<T: Debug>(&self, request: &mut Request<T>, action: &'static str) -> Result<Admitted, Status> {
+        let admitted = self.admission.take(&self.ctx, request, BUREAU_SERVICE)?;
+        let caller = &admitted.caller;
         match caller.identity {
-            PeerIdentity::Bureau(province) if province == self.ctx.province => Ok(caller.actor),
+            PeerIdentity::Bureau(province) if province == self.ctx.province => Ok(admitted),
             other => {
                 let refused = Status::permission_denied(format!(
                     "{other} may not operate the node of province {}",
@@ -234,7 +248,10 @@ impl BureauService {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => {
                 ctx.metrics.client_request(method, "unavailable");
-                return Err(Status::unavailable("the node dropped the request"));
+                return Err(Status::unavailable(match ctx.failure() {
+                    Some(failure) => format!("the node stopped acknowledging: {failure}"),
+                    None => "the node dropped the request".to_string(),
+                }));
             }
             Err(_) => {
                 ctx.pending.forget(reply_to);
@@ -261,12 +278,13 @@ fn wrong_reply(method: &str) -> Status {
 
 macro_rules! bureau_call {
     ($self:ident, $request:ident, $method:literal, $variant:ident, $reply:ident) => {{
-        let actor = $self.authorize(&$request, $method)?;
+        let mut request = $request;
+        let admitted = $self.authorize(&mut request, $method)?;
         $self
             .audited_action(
-                &actor,
+                &admitted.caller.actor,
                 $method,
-                BureauRequest::$variant($request.into_inner()),
+                BureauRequest::$variant(request.into_inner()),
                 |reply| match reply {
                     BureauReply::$reply(reply) => Some(reply),
                     _ => None,
@@ -282,15 +300,16 @@ impl Bureau for BureauService {
         bureau_call!(self, request, "open_account", OpenAccount, Account)
     }
 
-    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
-        let actor = self.authorize(&request, "get_account")?;
+    async fn get_account(&self, mut request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+        let admitted = self.authorize(&mut request, "get_account")?;
+        let actor = &admitted.caller.actor;
         let request = request.into_inner();
         let detail = summary(&request);
         let result = request
             .person_id()
             .map_err(convert_error)
             .and_then(|person| self.account_of(&person));
-        self.audited_read(&actor, "get_account", detail, result)
+        self.audited_read(actor, "get_account", detail, result)
     }
 
     async fn credit(&self, request: Request<pb::CreditRequest>) -> Result<Response<pb::CreditReply>, Status> {
@@ -319,16 +338,17 @@ impl Bureau for BureauService {
 
     async fn list_bindings(
         &self,
-        request: Request<pb::ListBindingsRequest>,
+        mut request: Request<pb::ListBindingsRequest>,
     ) -> Result<Response<pb::ListBindingsReply>, Status> {
-        let actor = self.authorize(&request, "list_bindings")?;
+        let admitted = self.authorize(&mut request, "list_bindings")?;
+        let actor = &admitted.caller.actor;
         let request = request.into_inner();
         let detail = summary(&request);
         let result = request
             .person_id()
             .map_err(convert_error)
             .and_then(|person| self.list_bindings_of(&person));
-        self.audited_read(&actor, "list_bindings", detail, result)
+        self.audited_read(actor, "list_bindings", detail, result)
     }
 
     async fn settle(&self, request: Request<pb::SettleRequest>) -> Result<Response<pb::Receipt>, Status> {
@@ -355,8 +375,13 @@ impl Bureau for BureauService {
         bureau_call!(self, request, "reverse", Reverse, Refunded)
     }
 
-    async fn records(&self, request: Request<pb::RecordsRequest>) -> Result<Response<pb::RecordsPage>, Status> {
-        let actor = self.authorize(&request, "records")?;
+    async fn transfer(&self, request: Request<pb::TransferRequest>) -> Result<Response<pb::TransferReceipt>, Status> {
+        bureau_call!(self, request, "transfer", Transfer, Transferred)
+    }
+
+    async fn records(&self, mut request: Request<pb::RecordsRequest>) -> Result<Response<pb::RecordsPage>, Status> {
+        let admitted = self.authorize(&mut request, "records")?;
+        let actor = &admitted.caller.actor;
         let ctx = self.ctx.clone();
         let request = request.into_inner();
         let detail = summary(&request);
@@ -364,11 +389,15 @@ impl Bureau for BureauService {
             .await
             .map_err(|error| Status::internal(format!("records: {error}")))
             .and_then(|page| page);
-        self.audited_read(&actor, "records", detail, result)
+        self.audited_read(actor, "records", detail, result)
     }
 
-    async fn clearing(&self, request: Request<pb::ClearingRequest>) -> Result<Response<pb::ClearingReport>, Status> {
-        let actor = self.authorize(&request, "clearing")?;
+    async fn clearing(
+        &self,
+        mut request: Request<pb::ClearingRequest>,
+    ) -> Result<Response<pb::ClearingReport>, Status> {
+        let admitted = self.authorize(&mut request, "clearing")?;
+        let actor = &admitted.caller.actor;
         let ctx = self.ctx.clone();
         let request = request.into_inner();
         let detail = summary(&request);
@@ -376,19 +405,24 @@ impl Bureau for BureauService {
             .await
             .map_err(|error| Status::internal(format!("clearing: {error}")))
             .and_then(|report| report);
-        self.audited_read(&actor, "clearing", detail, result)
+        self.audited_read(actor, "clearing", detail, result)
     }
 
-    async fn reconcile(&self, request: Request<pb::ReconcileRequest>) -> Result<Response<pb::ReconcileReport>, Status> {
-        let actor = self.authorize(&request, "reconcile")?;
+    async fn reconcile(
+        &self,
+        mut request: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::ReconcileReport>, Status> {
+        let admitted = self.authorize(&mut request, "reconcile")?;
+        let actor = &admitted.caller.actor;
         let request = request.into_inner();
         let detail = summary(&request);
         let result = crate::records::reconcile(&self.ctx, request).await;
-        self.audited_read(&actor, "reconcile", detail, result)
+        self.audited_read(actor, "reconcile", detail, result)
     }
 
-    async fn audit_log(&self, request: Request<pb::AuditRequest>) -> Result<Response<pb::AuditPage>, Status> {
-        let actor = self.authorize(&request, "audit_log")?;
+    async fn audit_log(&self, mut request: Request<pb::AuditRequest>) -> Result<Response<pb::AuditPage>, Status> {
+        let admitted = self.authorize(&mut request, "audit_log")?;
+        let actor = &admitted.caller.actor;
         let request = request.into_inner();
         let detail = summary(&request);
         let limit = match usize::try_from(request.limit).unwrap_or(usize::MAX) {
@@ -411,14 +445,15 @@ impl Bureau for BureauService {
                     next_after_seq,
                 }
             });
-        self.audited_read(&actor, "audit_log", detail, result)
+        self.audited_read(actor, "audit_log", detail, result)
     }
 
     async fn verify_audit(
         &self,
-        request: Request<pb::VerifyAuditRequest>,
+        mut request: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::AuditVerification>, Status> {
-        let actor = self.authorize(&request, "verify_audit")?;
+        let admitted = self.authorize(&mut request, "verify_audit")?;
+        let actor = &admitted.caller.actor;
         let store = self.ctx.store.clone();
         let result = tokio::task::spawn_blocking(move || store.verify_audit())
             .await
@@ -433,7 +468,7 @@ impl Bureau for BureauService {
             .as_ref()
             .map(crate::audit::verification_detail)
             .unwrap_or_default();
-        self.audited_read(&actor, "verify_audit", detail, result)
+        self.audited_read(actor, "verify_audit", detail, result)
     }
 }
 
@@ -441,13 +476,19 @@ impl Bureau for BureauService {
 #[derive(Debug, Clone)]
 pub struct MonitorService {
     pub ctx: Context,
+    pub admission: Admission,
 }
 
 impl MonitorService {
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match identity(&self.ctx, request)? {
-            PeerIdentity::Monitor => Ok(()),
-            PeerIdentity::Bureau(province) | PeerIdentity::Node(province) if province == self.ctx.province => Ok(()),
+    /// Lets the monitor and this province's own bureau and node in, within their budget. A
+    /// feed holds its place in flight only while it is set up, not while it streams.
+    fn authorize<T>(&self, request: &mut Request<T>) -> Result<Admitted, Status> {
+        let admitted = self.admission.take(&self.ctx, request, MONITOR_SERVICE)?;
+        match admitted.caller.identity {
+            PeerIdentity::Monitor => Ok(admitted),
+            PeerIdentity::Bureau(province) | PeerIdentity::Node(province) if province == self.ctx.province => {
+                Ok(admitted)
+            }
             other => Err(Status::permission_denied(format!(
                 "{other} may not read this node's feed"
             ))),
@@ -481,15 +522,17 @@ type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::FeedEvent, Status>> + Sen
 impl Monitor for MonitorService {
     type FeedStream = FeedStream;
 
-    async fn feed(&self, request: Request<pb::FeedRequest>) -> Result<Response<FeedStream>, Status> {
-        self.authorize(&request)?;
+    async fn feed(&self, mut request: Request<pb::FeedRequest>) -> Result<Response<FeedStream>, Status> {
+        let _admitted = self.authorize(&mut request)?;
         let mut after = request.into_inner().after_seq;
         let ctx = self.ctx.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(exchange_proto::FEED_SUBSCRIBER_QUEUE_MAX);
         tokio::spawn(async move {
             let mut last_health = Instant::now().checked_sub(Duration::from_millis(FEED_HEALTH_EVERY_MS));
             loop {
-                let page = match ctx.store.journal_from(after, FEED_PAGE_LEN_MAX) {
+                // Only entries on disk: one a crash or a failed flush takes back must not reach
+                // the monitor (its sequence number would be reused after the restart).
+                let page = match ctx.store.durable_journal_from(after, FEED_PAGE_LEN_MAX) {
                     Ok(page) => page,
                     Err(error) => {
                         let _closed = sender.send(Err(Status::unavailable(error.to_string()))).await;
@@ -523,8 +566,8 @@ impl Monitor for MonitorService {
         ))))
     }
 
-    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::NodeStatus>, Status> {
-        self.authorize(&request)?;
+    async fn status(&self, mut request: Request<pb::StatusRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+        let _admitted = self.authorize(&mut request)?;
         let ctx = &self.ctx;
         let sample = health_sample(ctx);
         Ok(Response::new(pb::NodeStatus {

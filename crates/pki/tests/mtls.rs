@@ -201,6 +201,65 @@ async fn an_expired_certificate_is_refused_by_the_handshake_and_by_identity_pars
     ));
 }
 
+#[tokio::test]
+async fn a_not_yet_valid_certificate_is_refused_by_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = pki(dir.path());
+    let server = start_node(&layout, chongqing()).await;
+    let ca = DevCa::load(&layout.ca).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let future = Validity::new(now + time_days(1), now + time_days(30)).unwrap();
+    let early = ca.issue(PeerIdentity::Bureau(chongqing()), future).unwrap();
+    let paths = PkiLayout::paths_of(&dir.path().join("early"), PeerIdentity::Bureau(chongqing()));
+    std::fs::create_dir_all(paths.cert.parent().unwrap()).unwrap();
+    early.write(&paths).unwrap();
+    let tls = client_tls_config(
+        load_identity(&paths.cert, &paths.key).unwrap(),
+        load_ca(&layout.ca.cert).unwrap(),
+        chongqing(),
+    );
+    assert!(call(server.address, tls).await.is_err());
+    assert!(server.seen.lock().unwrap().is_empty(), "refused before any handler ran");
+}
+
+/// Keys never show in `Debug` output or in errors: the CA, an issued certificate, and the
+/// error of a key file that does not parse (which must not quote it).
+#[test]
+fn debug_output_and_errors_never_hold_key_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = pki(dir.path());
+    let ca = DevCa::load(&layout.ca).unwrap();
+    let issued = ca.issue(PeerIdentity::Node(beijing()), validity()).unwrap();
+    let key_body: Vec<&str> = issued
+        .key_pem
+        .lines()
+        .filter(|line| !line.starts_with("-----") && !line.is_empty())
+        .collect();
+    assert!(!key_body.is_empty());
+    for text in [format!("{ca:?}"), format!("{issued:?}"), format!("{issued:#?}")] {
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        for line in &key_body {
+            assert!(!text.contains(line), "{text}");
+        }
+    }
+    // A key file whose body is damaged: the error names the file, never its contents.
+    let node = &layout.province(beijing()).unwrap().node;
+    let pem = std::fs::read_to_string(&node.key).unwrap();
+    let first_line = pem.lines().nth(1).unwrap();
+    let damaged = pem.replacen(first_line, &"*".repeat(first_line.len()), 1);
+    std::fs::write(&node.key, &damaged).unwrap();
+    let error = load_identity(&node.cert, &node.key).unwrap_err();
+    assert!(matches!(error, PkiError::NoPrivateKey { .. }), "{error}");
+    let text = format!("{error} {error:?}");
+    assert!(text.contains(&node.key.display().to_string()), "{text}");
+    for line in damaged
+        .lines()
+        .filter(|line| !line.starts_with("-----") && line.len() > 8)
+    {
+        assert!(!text.contains(line), "{text}");
+    }
+}
+
 #[test]
 fn a_revoked_serial_is_refused_by_identity_parsing() {
     let ca = DevCa::generate(validity()).unwrap();

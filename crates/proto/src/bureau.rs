@@ -4,7 +4,9 @@ use exchange_core as domain;
 use exchange_core::binding::BindRequest;
 use exchange_core::message::{ClientReply, ClientRequest};
 use exchange_core::plan::NotPaying;
-use exchange_core::records::{MutualAidPart, Receipt, RefundPart, RefundReceipt, RefundRequest, SettleRequest};
+use exchange_core::records::{
+    MutualAidPart, Receipt, RefundPart, RefundReceipt, RefundRequest, SettleRequest, TransferReceipt, TransferStatus,
+};
 
 use crate::common::{
     binding_kind_from_wire, binding_kind_to_wire, optional_refusal_from_wire, refusal_from_wire, refusal_to_wire,
@@ -13,7 +15,7 @@ use crate::common::{
 use crate::error::{ConvertError, ConvertResult};
 use crate::fields::{
     binding_id, credit_id, money, narrow, nested, optional_binding_id, optional_money, optional_text, person, province,
-    refund_id, region, repeated, settlement_id, text,
+    refund_id, region, repeated, settlement_id, text, transfer_id,
 };
 use crate::pb;
 
@@ -282,6 +284,68 @@ impl From<RefundReceipt> for pb::RefundReceipt {
     }
 }
 
+fn transfer_status_from_wire(field: &str, value: i32) -> ConvertResult<TransferStatus> {
+    use pb::TransferStatus as Wire;
+    match crate::fields::enumeration(field, value, Wire::Unspecified)? {
+        Wire::Committed => Ok(TransferStatus::Committed),
+        Wire::Refused => Ok(TransferStatus::Refused),
+        Wire::Unspecified => Err(ConvertError::missing(field)),
+    }
+}
+
+fn transfer_status_to_wire(status: TransferStatus) -> pb::TransferStatus {
+    match status {
+        TransferStatus::Committed => pb::TransferStatus::Committed,
+        TransferStatus::Refused => pb::TransferStatus::Refused,
+    }
+}
+
+impl TryFrom<pb::TransferReceipt> for TransferReceipt {
+    type Error = ConvertError;
+    fn try_from(receipt: pb::TransferReceipt) -> ConvertResult<TransferReceipt> {
+        let status = transfer_status_from_wire("status", receipt.status)?;
+        let reason = optional_refusal_from_wire("reason", receipt.reason)?;
+        if (status == TransferStatus::Refused) != reason.is_some() {
+            return Err(ConvertError::new(
+                "reason",
+                "a refused transfer names its reason and a committed one none",
+            ));
+        }
+        Ok(TransferReceipt {
+            transfer: transfer_id("transfer", receipt.transfer)?,
+            grantor: person("grantor", &receipt.grantor)?,
+            binding: binding_id("binding", &receipt.binding)?,
+            grantee: person("grantee", &receipt.grantee)?,
+            grantee_province: province("grantee_province", receipt.grantee_province)?,
+            amount: money("amount_fen", receipt.amount_fen)?,
+            status,
+            reason,
+            grantor_available_after: optional_money(
+                "grantor_available_after_fen",
+                receipt.grantor_available_after_fen,
+            )?,
+            decided_wall_ms: receipt.decided_wall_ms,
+        })
+    }
+}
+
+impl From<TransferReceipt> for pb::TransferReceipt {
+    fn from(receipt: TransferReceipt) -> pb::TransferReceipt {
+        pb::TransferReceipt {
+            transfer: receipt.transfer.into(),
+            grantor: receipt.grantor.to_string(),
+            binding: receipt.binding.to_string(),
+            grantee: receipt.grantee.to_string(),
+            grantee_province: receipt.grantee_province.code(),
+            amount_fen: receipt.amount.fen(),
+            status: transfer_status_to_wire(receipt.status).into(),
+            reason: receipt.reason.map(|refusal| refusal_to_wire(refusal).into()),
+            grantor_available_after_fen: receipt.grantor_available_after.map(domain::Money::fen),
+            decided_wall_ms: receipt.decided_wall_ms,
+        }
+    }
+}
+
 impl pb::GetAccountRequest {
     /// The person asked about.
     pub fn person_id(&self) -> ConvertResult<domain::PersonId> {
@@ -332,6 +396,7 @@ pub enum BureauRequest {
     SetLimits(pb::SetLimitsRequest),
     Cancel(pb::CancelRequest),
     Reverse(pb::ReverseRequest),
+    Transfer(pb::TransferRequest),
 }
 
 impl TryFrom<BureauRequest> for ClientRequest {
@@ -381,6 +446,12 @@ impl TryFrom<BureauRequest> for ClientRequest {
             },
             BureauRequest::Reverse(reverse) => ClientRequest::Reverse {
                 message: settlement_id("message", reverse.message)?,
+            },
+            BureauRequest::Transfer(transfer) => ClientRequest::Transfer {
+                transfer: transfer_id("transfer", transfer.transfer)?,
+                grantor: person("grantor", &transfer.grantor)?,
+                binding: binding_id("binding", &transfer.binding)?,
+                amount: money("amount_fen", transfer.amount_fen)?,
             },
         })
     }
@@ -435,6 +506,17 @@ impl From<ClientRequest> for BureauRequest {
             ClientRequest::Reverse { message } => BureauRequest::Reverse(pb::ReverseRequest {
                 message: message.into(),
             }),
+            ClientRequest::Transfer {
+                transfer,
+                grantor,
+                binding,
+                amount,
+            } => BureauRequest::Transfer(pb::TransferRequest {
+                transfer: transfer.into(),
+                grantor: grantor.to_string(),
+                binding: binding.to_string(),
+                amount_fen: amount.fen(),
+            }),
         }
     }
 }
@@ -451,6 +533,7 @@ pub enum BureauReply {
     Refunded(pb::RefundReceipt),
     Ordered(pb::SetOrderReply),
     LimitsSet(pb::SetLimitsReply),
+    Transferred(pb::TransferReceipt),
 }
 
 /// The wire answer to a core reply: a message, or the status a refused request travels as.
@@ -483,6 +566,7 @@ pub fn bureau_reply_to_wire(reply: ClientReply) -> Result<BureauReply, tonic::St
             binding: binding.to_string(),
             limits: Some(limits.into()),
         }),
+        ClientReply::Transferred(receipt) => BureauReply::Transferred(receipt.into()),
         ClientReply::Error(error) => return Err(crate::status::client_error_to_status(&error)),
     })
 }
@@ -517,6 +601,7 @@ impl TryFrom<BureauReply> for ClientReply {
                     None => domain::Limits::default(),
                 },
             },
+            BureauReply::Transferred(receipt) => ClientReply::Transferred(receipt.try_into()?),
         })
     }
 }

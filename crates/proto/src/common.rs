@@ -7,7 +7,7 @@ use exchange_core::time::YearMonth;
 use crate::error::{ConvertError, ConvertResult};
 use crate::fields::{
     binding_id, enumeration, money, narrow, nested, optional_money, person, province, refund_id, required,
-    settlement_id, text,
+    settlement_id, text, transfer_id,
 };
 use crate::pb;
 
@@ -22,6 +22,10 @@ impl TryFrom<pb::LegId> for domain::LegId {
             pb::leg_id::Scope::Refund(refund) => domain::LegScope::Refund {
                 settlement: settlement_id("refund.settlement", refund.settlement)?,
                 refund: refund_id("refund.refund", refund.refund)?,
+            },
+            pb::leg_id::Scope::Transfer(transfer) => domain::LegScope::Transfer {
+                transfer: transfer_id("transfer.transfer", transfer.transfer)?,
+                attempt: transfer.attempt,
             },
         };
         Ok(domain::LegId {
@@ -43,6 +47,10 @@ impl From<domain::LegId> for pb::LegId {
             domain::LegScope::Refund { settlement, refund } => pb::leg_id::Scope::Refund(pb::RefundScope {
                 settlement: settlement.into(),
                 refund: refund.into(),
+            }),
+            domain::LegScope::Transfer { transfer, attempt } => pb::leg_id::Scope::Transfer(pb::TransferScope {
+                transfer: transfer.into(),
+                attempt,
             }),
         };
         pb::LegId {
@@ -97,6 +105,10 @@ enum_mapping!(
         Timeout,
         NotNeeded,
         TooManyGrantors,
+        QuietHours,
+        TransferAmountLimit,
+        DailyTransferLimit,
+        TransfersNotAccepted,
     ]
 );
 

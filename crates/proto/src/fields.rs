@@ -1,6 +1,6 @@
 //! Checks for single wire fields: each one goes through the core's own constructor.
 
-use exchange_core::{BindingId, CreditId, Money, PersonId, Province, RefundId, Region, SettlementId};
+use exchange_core::{BindingId, CreditId, Money, PersonId, Province, RefundId, Region, SettlementId, TransferId};
 
 use crate::error::{ConvertError, ConvertResult};
 
@@ -47,6 +47,10 @@ pub(crate) fn refund_id(field: &str, text: String) -> ConvertResult<RefundId> {
 
 pub(crate) fn credit_id(field: &str, text: String) -> ConvertResult<CreditId> {
     CreditId::new(text).map_err(|error| ConvertError::new(field, error))
+}
+
+pub(crate) fn transfer_id(field: &str, text: String) -> ConvertResult<TransferId> {
+    TransferId::new(text).map_err(|error| ConvertError::new(field, error))
 }
 
 pub(crate) fn text(field: &str, text: String) -> ConvertResult<String> {

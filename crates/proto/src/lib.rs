@@ -50,7 +50,7 @@ pub use common::{
 pub use error::{ConvertError, ConvertResult};
 pub use fields::TEXT_FIELD_LEN_MAX;
 pub use monitor::{FEED_SUBSCRIBER_QUEUE_MAX, FeedItem, feed_event_from_wire};
-pub use peer::{PEER_BATCH_MESSAGES_MAX, peer_batch_from_wire, peer_batches_to_wire};
+pub use peer::{PEER_BATCH_MESSAGES_MAX, peer_batch_from_wire, peer_batch_len_of_encoded, peer_batches_to_wire};
 pub use service::MESSAGE_SIZE_MAX_BYTES;
 
 /// The encoded `FileDescriptorSet` of every proto file, for gRPC reflection.

@@ -20,6 +20,8 @@ fn journal_kind_from_wire(field: &str, value: i32) -> ConvertResult<JournalKind>
         Wire::RefundCredit => Ok(JournalKind::RefundCredit),
         Wire::MutualAidReceived => Ok(JournalKind::MutualAidReceived),
         Wire::MutualAidRefunded => Ok(JournalKind::MutualAidRefunded),
+        Wire::TransferSent => Ok(JournalKind::TransferSent),
+        Wire::TransferReceived => Ok(JournalKind::TransferReceived),
         Wire::Unspecified => Err(ConvertError::missing(field)),
     }
 }
@@ -31,6 +33,8 @@ fn journal_kind_to_wire(kind: JournalKind) -> pb::JournalKind {
         JournalKind::RefundCredit => pb::JournalKind::RefundCredit,
         JournalKind::MutualAidReceived => pb::JournalKind::MutualAidReceived,
         JournalKind::MutualAidRefunded => pb::JournalKind::MutualAidRefunded,
+        JournalKind::TransferSent => pb::JournalKind::TransferSent,
+        JournalKind::TransferReceived => pb::JournalKind::TransferReceived,
     }
 }
 

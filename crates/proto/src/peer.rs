@@ -257,6 +257,70 @@ pub fn peer_batch_from_wire(batch: pb::PeerBatch) -> ConvertResult<Vec<domain::P
     repeated("messages", batch.messages)
 }
 
+/// Counts the messages of an encoded `PeerBatch` without decoding them, refusing a batch above
+/// [`PEER_BATCH_MESSAGES_MAX`] before anything is allocated for it. Decoding is the expensive
+/// part: an empty message is 2 bytes on the wire and about 200 bytes once decoded, so a batch
+/// of 4 MiB (the message size limit) of empty messages would take some 400 MiB in memory before
+/// [`peer_batch_from_wire`] could count it. Also refuses what is not a protobuf encoding of a
+/// batch (a truncated field, a varint of more than 10 bytes, field number 0, groups).
+pub fn peer_batch_len_of_encoded(mut bytes: &[u8]) -> ConvertResult<usize> {
+    let mut count = 0usize;
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes)?;
+        let field = key.checked_shr(3).unwrap_or(0);
+        if field == 0 {
+            return Err(malformed("field number 0"));
+        }
+        match key & 7 {
+            0 => {
+                varint(&mut bytes)?;
+            }
+            1 => skip(&mut bytes, 8)?,
+            2 => {
+                let len = usize::try_from(varint(&mut bytes)?).map_err(|_| malformed("length out of range"))?;
+                skip(&mut bytes, len)?;
+                if field == 1 {
+                    count = count.saturating_add(1);
+                    if count > PEER_BATCH_MESSAGES_MAX {
+                        return Err(ConvertError::new(
+                            "messages",
+                            format!(
+                                "holds more than {PEER_BATCH_MESSAGES_MAX} messages; at most {PEER_BATCH_MESSAGES_MAX} are allowed per batch"
+                            ),
+                        ));
+                    }
+                }
+            }
+            5 => skip(&mut bytes, 4)?,
+            other => return Err(malformed(&format!("wire type {other}"))),
+        }
+    }
+    Ok(count)
+}
+
+fn malformed(what: &str) -> ConvertError {
+    ConvertError::new("batch", format!("not a protobuf encoding of a peer batch ({what})"))
+}
+
+/// Reads one base-128 varint (at most 10 bytes) from the front of `bytes`.
+fn varint(bytes: &mut &[u8]) -> ConvertResult<u64> {
+    let mut value = 0u64;
+    for shift in (0u32..70).step_by(7) {
+        let (&byte, rest) = bytes.split_first().ok_or_else(|| malformed("truncated varint"))?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(malformed("varint longer than 10 bytes"))
+}
+
+fn skip(bytes: &mut &[u8], len: usize) -> ConvertResult<()> {
+    *bytes = bytes.get(len..).ok_or_else(|| malformed("truncated field"))?;
+    Ok(())
+}
+
 /// Splits outgoing messages into batches of at most [`PEER_BATCH_MESSAGES_MAX`].
 pub fn peer_batches_to_wire(messages: Vec<domain::PeerMessage>) -> Vec<pb::PeerBatch> {
     let mut batches = Vec::new();

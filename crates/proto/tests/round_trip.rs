@@ -38,6 +38,7 @@ fn bureau_request_through_bytes(request: ClientRequest) -> Result<ClientRequest,
         BureauRequest::SetLimits(m) => BureauRequest::SetLimits(again(m)),
         BureauRequest::Cancel(m) => BureauRequest::Cancel(again(m)),
         BureauRequest::Reverse(m) => BureauRequest::Reverse(again(m)),
+        BureauRequest::Transfer(m) => BureauRequest::Transfer(again(m)),
     };
     ClientRequest::try_from(wire)
 }
@@ -55,6 +56,7 @@ fn bureau_reply_through_bytes(reply: ClientReply) -> Result<ClientReply, Convert
         BureauReply::Refunded(m) => BureauReply::Refunded(again(m)),
         BureauReply::Ordered(m) => BureauReply::Ordered(again(m)),
         BureauReply::LimitsSet(m) => BureauReply::LimitsSet(again(m)),
+        BureauReply::Transferred(m) => BureauReply::Transferred(again(m)),
     };
     ClientReply::try_from(wire)
 }

@@ -593,6 +593,10 @@ fn clearing(nodes: &[SimNode]) -> Option<Failed> {
                 JournalKind::MutualAidRefunded => *claimed.entry((me, other)).or_default() -= amount,
                 JournalKind::Debit => *paid.entry((other, me)).or_default() += amount,
                 JournalKind::RefundCredit => *paid.entry((other, me)).or_default() -= amount,
+                // A wallet transfer: the receiver (`me`) records what the grantor's province
+                // (`other`) owes it; the grantor's province records what it owes.
+                JournalKind::TransferReceived => *claimed.entry((me, other)).or_default() += amount,
+                JournalKind::TransferSent => *paid.entry((other, me)).or_default() += amount,
                 JournalKind::Credit => {}
             }
         }
@@ -635,6 +639,16 @@ fn national_conservation(nodes: &[SimNode]) -> Option<Failed> {
         }
         for record in tables.refunds.values() {
             decided -= record.receipt.parts.iter().map(|p| fen(p.amount)).sum::<i128>();
+        }
+        // A committed wallet transfer debits its grantor (its debit leg) and credits the
+        // relative (its credit leg, journaled `TransferReceived`, not counted here).
+        for record in tables.transfers.values() {
+            decided += record
+                .legs
+                .iter()
+                .filter(|l| l.leg.index == 0)
+                .map(|l| fen(l.amount))
+                .sum::<i128>();
         }
     }
     if balances != journal {

@@ -17,8 +17,10 @@ use exchange_core::account::Account;
 use exchange_core::binding::Binding;
 use exchange_core::ledger::{ApplyError, LedgerView, Write};
 use exchange_core::mem::Tables;
-use exchange_core::records::{CreditRecord, Fence, OutboxKey, RefundRecord, SettlementRecord};
-use exchange_core::{BindingId, CreditId, LegId, PersonId, RefundId, SettlementId};
+use exchange_core::records::{
+    CreditRecord, Fence, OutboxKey, RefundRecord, SettlementRecord, TransferRecord, WalletUsage,
+};
+use exchange_core::{BindingId, CreditId, LegId, PersonId, RefundId, SettlementId, TransferId};
 
 /// What one applied write replaced (`None`/`false`: nothing was there).
 #[derive(Debug)]
@@ -36,6 +38,8 @@ enum Undo {
     Credit(CreditId, Option<CreditRecord>),
     BindingSerial(u64),
     Journal,
+    Transfer(TransferId, Option<TransferRecord>),
+    WalletUsage(PersonId, Option<WalletUsage>),
 }
 
 /// One node's ledger in the simulator.
@@ -162,6 +166,15 @@ impl SimLedger {
                     t.journal.push((seq, entry));
                     Undo::Journal
                 }
+                Write::Transfer(record) => {
+                    let id = record.request.transfer.clone();
+                    let old = t.transfers.insert(id.clone(), record);
+                    Undo::Transfer(id, old)
+                }
+                Write::WalletUsage(usage) => {
+                    let person = usage.person;
+                    Undo::WalletUsage(person, t.wallet_usage.insert(person, usage))
+                }
             };
             self.undo.push(undo);
         }
@@ -211,6 +224,8 @@ impl SimLedger {
                 Undo::Journal => {
                     t.journal.pop();
                 }
+                Undo::Transfer(key, old) => put(&mut t.transfers, key, old),
+                Undo::WalletUsage(key, old) => put(&mut t.wallet_usage, key, old),
             }
         }
         self.unflushed_sets = 0;
@@ -257,6 +272,12 @@ impl LedgerView for SimLedger {
     }
     fn binding_serial(&self) -> Result<u64, Infallible> {
         Ok(self.current.binding_serial)
+    }
+    fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>, Infallible> {
+        Ok(self.current.transfers.get(id).cloned())
+    }
+    fn wallet_usage(&self, person: &PersonId) -> Result<Option<WalletUsage>, Infallible> {
+        Ok(self.current.wallet_usage.get(person).cloned())
     }
 }
 

@@ -57,6 +57,10 @@ pub(crate) struct Durability {
     applies: AtomicU64,
     /// Mirrors `published.flushed_ticket` for lock-free reads.
     flushed_ticket: AtomicU64,
+    /// The last journal sequence number written to sled (noted after the write).
+    applied_journal_seq: AtomicU64,
+    /// Every journal entry up to this sequence number is on disk.
+    flushed_journal_seq: AtomicU64,
     failure: OnceLock<Arc<str>>,
     /// Serialises flushes: the flusher thread and `flush_blocking` callers take turns.
     flush_lock: Mutex<()>,
@@ -76,12 +80,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Durability {
-    pub(crate) fn new() -> Durability {
+    /// `last_journal_seq`: the last journal entry found on disk at open (so, durable).
+    pub(crate) fn new(last_journal_seq: u64) -> Durability {
         let (published, _receiver) = watch::channel(Published::default());
         Durability {
             applied_ticket: AtomicU64::new(0),
             applies: AtomicU64::new(0),
             flushed_ticket: AtomicU64::new(0),
+            applied_journal_seq: AtomicU64::new(last_journal_seq),
+            flushed_journal_seq: AtomicU64::new(last_journal_seq),
             failure: OnceLock::new(),
             flush_lock: Mutex::new(()),
             requests: Mutex::new(Requests::default()),
@@ -99,6 +106,18 @@ impl Durability {
     pub(crate) fn note_applied(&self, ticket: u64) {
         self.applied_ticket.store(ticket, Ordering::Release);
         self.applies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records that journal entries up to `seq` are in sled (called under the writer lock,
+    /// after the write, like `note_applied`).
+    pub(crate) fn note_journal(&self, seq: u64) {
+        self.applied_journal_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Every journal entry up to this sequence number is on disk: never one that a crash or a
+    /// failed flush could still take back.
+    pub(crate) fn flushed_journal_seq(&self) -> u64 {
+        self.flushed_journal_seq.load(Ordering::Acquire)
     }
 
     pub(crate) fn applied_ticket(&self) -> u64 {
@@ -135,6 +154,9 @@ impl Durability {
         if target <= self.flushed_ticket.load(Ordering::Acquire) {
             return Ok(());
         }
+        // Read before the flush: every entry noted by now was written to sled before this read,
+        // so the flush below covers it.
+        let journal_target = self.applied_journal_seq.load(Ordering::Acquire);
         let started = Instant::now();
         match db.flush() {
             Ok(bytes) => {
@@ -145,6 +167,7 @@ impl Durability {
                 self.flushed_bytes_total
                     .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
                 self.flushed_ticket.store(target, Ordering::Release);
+                self.flushed_journal_seq.fetch_max(journal_target, Ordering::AcqRel);
                 self.published
                     .send_modify(|published| published.flushed_ticket = target);
                 Ok(())

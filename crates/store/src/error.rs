@@ -34,3 +34,25 @@ pub enum StoreError {
     #[error("ticket {ticket} was never issued (last applied ticket is {applied})")]
     TicketNotApplied { ticket: u64, applied: u64 },
 }
+
+impl StoreError {
+    /// Whether this says the disk failed (a full or failing device, sled's log on it), as
+    /// opposed to something about the request. After one the store acknowledges nothing more:
+    /// the node must stop and say why, and only a restart (once the cause is fixed) recovers.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            StoreError::Flush(_) => true,
+            StoreError::Sled(error) => is_disk_error(error),
+            _ => false,
+        }
+    }
+}
+
+/// sled errors that come from the disk: I/O (ENOSPC, EIO, ...), corruption, and sled's own
+/// "bug" reports (which it also raises when its log cannot be written).
+pub(crate) fn is_disk_error(error: &sled::Error) -> bool {
+    matches!(
+        error,
+        sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
+    )
+}

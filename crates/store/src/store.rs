@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use exchange_core::account::Account;
 use exchange_core::binding::Binding;
-use exchange_core::ids::{BindingId, CreditId, LegId, RefundId, SettlementId};
+use exchange_core::ids::{BindingId, CreditId, LegId, RefundId, SettlementId, TransferId};
 use exchange_core::ledger::{LedgerView, Write};
 use exchange_core::person::{PERSON_ID_LEN, PersonId};
-use exchange_core::records::{CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord};
+use exchange_core::records::{
+    CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord, TransferRecord, WalletUsage,
+};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
@@ -73,6 +75,10 @@ enum TreeName {
     Refunds,
     Outbox,
     Credits,
+    /// Wallet transfer decisions, by transfer id.
+    Transfers,
+    /// Each grantor's count of wallet transfers on their last counted day, by person id.
+    WalletUsage,
     Journal,
     /// The journal by account: key = person id (18 bytes) + sequence number (big-endian),
     /// empty value; so a person's history is one range scan, newest first.
@@ -84,7 +90,7 @@ enum TreeName {
 }
 
 impl TreeName {
-    const ALL: [TreeName; 15] = [
+    const ALL: [TreeName; 17] = [
         TreeName::Accounts,
         TreeName::Bindings,
         TreeName::BindingCopies,
@@ -96,6 +102,8 @@ impl TreeName {
         TreeName::Refunds,
         TreeName::Outbox,
         TreeName::Credits,
+        TreeName::Transfers,
+        TreeName::WalletUsage,
         TreeName::Journal,
         TreeName::AccountJournal,
         TreeName::Meta,
@@ -118,6 +126,8 @@ impl TreeName {
             TreeName::Refunds => "refunds",
             TreeName::Outbox => "outbox",
             TreeName::Credits => "credits",
+            TreeName::Transfers => "transfers",
+            TreeName::WalletUsage => "wallet_usage",
             TreeName::Journal => "journal",
             TreeName::AccountJournal => "account_journal",
             TreeName::Meta => "meta",
@@ -316,6 +326,16 @@ fn encode_writes(writes: &[Write]) -> Result<(Vec<FenceCheck<'_>>, Vec<Op>), Sto
                 value: encode_value("journal entry", entry)?,
                 account: entry.account.map(|person| *person.as_bytes()),
             },
+            Write::Transfer(record) => Op::Put {
+                tree: TreeName::Transfers,
+                key: encode_key("transfer id", &record.request.transfer)?,
+                value: encode_value("transfer", record)?,
+            },
+            Write::WalletUsage(usage) => Op::Put {
+                tree: TreeName::WalletUsage,
+                key: encode_key("person id", &usage.person)?,
+                value: encode_value("wallet usage", usage)?,
+            },
         };
         ops.push(op);
     }
@@ -404,7 +424,7 @@ impl Store {
                 next_audit_seq,
                 audit_head_hash,
             }),
-            durability: Durability::new(),
+            durability: Durability::new(last_journal_seq),
         });
         let for_flusher = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -467,12 +487,13 @@ impl Store {
         let journal_seqs = match result {
             Ok(seqs) => seqs,
             Err(TransactionError::Abort(error)) => return Err(error),
-            Err(TransactionError::Storage(error)) => return Err(StoreError::Sled(error)),
+            Err(TransactionError::Storage(error)) => return Err(write_failed(shared, error)),
         };
         writer.last_ticket = ticket;
         if let Some(last) = journal_seqs.last() {
             // The transaction aborts before using u64::MAX, so this cannot saturate.
             writer.next_journal_seq = last.saturating_add(1);
+            shared.durability.note_journal(*last);
         }
         shared.durability.note_applied(ticket);
         Ok(Applied { ticket, journal_seqs })
@@ -535,6 +556,26 @@ impl Store {
                 Ok((decode_u64(name, &key)?, decode(name, &value)?))
             })
             .collect()
+    }
+
+    /// Like [`Store::journal_from`], but only entries already on disk: what a reader outside
+    /// this node (the monitor's feed, a peer reconciling) may be shown. An entry applied but
+    /// not yet flushed is visible to `journal_from` and could still vanish: a `kill -9` before
+    /// the flush, or a flush that fails (a full disk) take it back, and after a restart its
+    /// sequence number is given to another entry, so a reader that resumes after a cursor
+    /// would keep the phantom and miss the new one. After a failed flush this stays at what
+    /// the last good flush covered.
+    pub fn durable_journal_from(&self, seq_after: u64, limit: usize) -> Result<Vec<(u64, JournalEntry)>, StoreError> {
+        let durable = self.shared().durability.flushed_journal_seq();
+        let mut page = self.journal_from(seq_after, limit)?;
+        page.retain(|(seq, _)| *seq <= durable);
+        Ok(page)
+    }
+
+    /// The sequence number of the last journal entry on disk (see
+    /// [`Store::durable_journal_from`]).
+    pub fn durable_journal_seq(&self) -> u64 {
+        self.shared().durability.flushed_journal_seq()
     }
 
     /// Up to `limit` (at most `JOURNAL_PAGE_LEN_MAX`) journal entries of `person`'s account
@@ -638,7 +679,9 @@ impl Store {
         shared.durability.check_failure()?;
         let mut writer = lock_writer(shared);
         let ticket = following_ticket(&writer)?;
-        self.tree(TreeName::Meta).insert(key, &value.to_be_bytes())?;
+        self.tree(TreeName::Meta)
+            .insert(key, &value.to_be_bytes())
+            .map_err(|error| write_failed(shared, error))?;
         writer.last_ticket = ticket;
         shared.durability.note_applied(ticket);
         Ok(ticket)
@@ -660,7 +703,9 @@ impl Store {
         let value = encode_value("audit record", &record)?;
         // Taken before the write so nothing can fail between the insert and its ticket.
         let ticket = following_ticket(&writer)?;
-        self.tree(TreeName::Audit).insert(journal_key(seq), value)?;
+        self.tree(TreeName::Audit)
+            .insert(journal_key(seq), value)
+            .map_err(|error| write_failed(shared, error))?;
         writer.last_ticket = ticket;
         writer.next_audit_seq = next_seq;
         writer.audit_head_hash = record.hash;
@@ -708,7 +753,9 @@ impl Store {
         let mut writer = lock_writer(shared);
         let ticket = following_ticket(&writer)?;
         let new = update(self.read_meta(key)?)?;
-        self.tree(TreeName::Meta).insert(key, &new.to_be_bytes())?;
+        self.tree(TreeName::Meta)
+            .insert(key, &new.to_be_bytes())
+            .map_err(|error| write_failed(shared, error))?;
         writer.last_ticket = ticket;
         shared.durability.note_applied(ticket);
         Ok(new)
@@ -746,6 +793,17 @@ pub(crate) fn open_waiting_for_lock(sled_config: &sled::Config) -> Result<sled::
             Err(error) => return Err(StoreError::Sled(error)),
         }
     }
+}
+
+/// A write that sled refused for a disk error (a full or failing device) makes the store
+/// stop acknowledging for good, exactly like a failed flush: sled keeps such an error itself
+/// (its "global error", cleared only by reopening) and would fail every later flush, but
+/// making it our sticky failure at once also wakes every durability waiter with the reason.
+fn write_failed(shared: &Shared, error: sled::Error) -> StoreError {
+    if crate::error::is_disk_error(&error) {
+        let _sticky = shared.durability.fail(format!("sled write: {error}"));
+    }
+    StoreError::Sled(error)
 }
 
 /// The ticket the next write gets.
@@ -809,6 +867,12 @@ impl LedgerView for Store {
     fn binding_serial(&self) -> Result<u64, StoreError> {
         Ok(self.read_meta(META_BINDING_SERIAL)?.unwrap_or(0))
     }
+    fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>, StoreError> {
+        self.get(TreeName::Transfers, "transfer id", id)
+    }
+    fn wallet_usage(&self, person: &PersonId) -> Result<Option<WalletUsage>, StoreError> {
+        self.get(TreeName::WalletUsage, "person id", person)
+    }
 }
 
 #[cfg(test)]
@@ -867,5 +931,61 @@ mod tests {
         assert!(matches!(store.bump_incarnation(), Err(StoreError::Flush(_))));
         // Reads still work, for diagnosis.
         assert_eq!(store.binding_serial().unwrap(), 2);
+    }
+
+    fn entry(fen: u64) -> JournalEntry {
+        JournalEntry {
+            kind: exchange_core::records::JournalKind::Credit,
+            wall_ms: 1_700_000_000_000,
+            amount: exchange_core::Money::from_fen(fen).unwrap(),
+            account: None,
+            leg: None,
+            binding: None,
+            settlement: None,
+            counterparty: None,
+            reference: None,
+        }
+    }
+
+    /// Readers outside the node see a journal entry only once it is on disk, and never one
+    /// that a failed flush left only in memory.
+    #[test]
+    fn only_flushed_journal_entries_are_durable_and_a_failed_flush_hides_the_rest() {
+        let (dir, store) = open_temp();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let flush_turn = store.shared().durability.hold_flush_turn_for_tests();
+        let first = store.apply(&[Write::Journal(entry(1))]).unwrap();
+        assert_eq!(store.journal_from(0, 10).unwrap().len(), 1);
+        assert_eq!(store.durable_journal_from(0, 10).unwrap(), vec![]);
+        assert_eq!(store.durable_journal_seq(), 0);
+        drop(flush_turn);
+        runtime.block_on(store.durable(first.ticket)).unwrap();
+        assert_eq!(store.durable_journal_from(0, 10).unwrap(), vec![(1, entry(1))]);
+        assert_eq!(store.durable_journal_seq(), 1);
+
+        let flush_turn = store.shared().durability.hold_flush_turn_for_tests();
+        store
+            .apply(&[Write::Journal(entry(2)), Write::Journal(entry(3))])
+            .unwrap();
+        store.shared().durability.fail("disk full".to_string());
+        drop(flush_turn);
+        assert!(store.flush_blocking().is_err());
+        assert_eq!(store.journal_from(0, 10).unwrap().len(), 3, "in sled's memory");
+        assert_eq!(store.durable_journal_from(0, 10).unwrap(), vec![(1, entry(1))]);
+        assert_eq!(store.durable_journal_from(1, 10).unwrap(), vec![]);
+
+        // Reopened, what is on disk is durable from the start.
+        drop(store);
+        let config = StoreConfig {
+            cache_capacity_bytes: 1 << 20,
+            flush_every_ms: None,
+        };
+        let reopened = Store::open(dir.path(), &config).unwrap();
+        let on_disk = reopened.last_journal_seq().unwrap();
+        assert_eq!(reopened.durable_journal_seq(), on_disk);
+        assert_eq!(reopened.durable_journal_from(0, 10).unwrap().len() as u64, on_disk);
     }
 }

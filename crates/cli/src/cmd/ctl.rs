@@ -7,10 +7,10 @@ use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand};
 use exchange_core::binding::{BindRequest, DocumentKind, Evidence};
 use exchange_core::message::{ClientReply, ClientRequest};
-use exchange_core::records::{Receipt, RefundReceipt, RefundRequest, SettleRequest};
+use exchange_core::records::{Receipt, RefundReceipt, RefundRequest, SettleRequest, TransferReceipt, TransferStatus};
 use exchange_core::{
     Account, Binding, BindingId, BindingKind, CreditId, Limits, Money, PersonId, Province, RefundId, Region, Relation,
-    Scheme, SettlementId,
+    Scheme, SettlementId, TransferId,
 };
 use exchange_node::NodeConfig;
 use exchange_node::client::BureauConn;
@@ -122,6 +122,22 @@ enum CtlCommand {
     /// when broken).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Wallet transfer (the national model of 2025): push money from a grantor of this province
+    /// to the relative of a mutual-aid binding, in two phases, applied once per id. Exit code 1
+    /// when refused (the receipt says why; nothing moved).
+    Transfer {
+        /// The transfer id, chosen by the bureau (a retry with the same id is applied once).
+        #[arg(long)]
+        id: TransferId,
+        #[arg(long)]
+        grantor: PersonId,
+        /// The grantor's mutual-aid binding whose grantee receives.
+        #[arg(long)]
+        binding: BindingId,
+        /// Yuan, e.g. 500.00 (at most 2,000 under the national policy).
+        #[arg(long)]
+        amount: Money,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +309,40 @@ fn refund_json(receipt: &RefundReceipt) -> Value {
         })).collect::<Vec<_>>(),
         "cash_fen": receipt.cash.fen(),
     })
+}
+
+/// A wallet transfer's receipt as JSON.
+pub fn transfer_json(receipt: &TransferReceipt) -> Value {
+    json!({
+        "transfer_id": receipt.transfer.to_string(),
+        "status": receipt.status.code(),
+        "amount_fen": receipt.amount.fen(),
+        "reason": receipt.reason.map(|r| r.code()),
+        "grantor": receipt.grantor.to_string(),
+        "binding": receipt.binding.to_string(),
+        "grantee": receipt.grantee.to_string(),
+        "grantee_province": receipt.grantee_province.code(),
+        "grantor_available_after_fen": receipt.grantor_available_after.map(Money::fen),
+    })
+}
+
+fn print_transfer(receipt: &TransferReceipt) {
+    let to = format!(
+        "{} ({}) along binding {}",
+        receipt.grantee,
+        receipt.grantee_province.name(),
+        receipt.binding
+    );
+    match receipt.reason {
+        None => println!(
+            "transfer {} committed: {} from {} to {to}",
+            receipt.transfer, receipt.amount, receipt.grantor
+        ),
+        Some(reason) => println!(
+            "transfer {} refused ({reason}): {} from {} to {to}; nothing moved",
+            receipt.transfer, receipt.amount, receipt.grantor
+        ),
+    }
 }
 
 fn print_receipt(receipt: &Receipt) {
@@ -483,6 +533,37 @@ async fn execute(config: NodeConfig, command: CtlCommand, json_out: bool) -> Res
         }
         CtlCommand::Cancel { settlement } => call(&mut conn, ClientRequest::Cancel { settlement }).await?,
         CtlCommand::Reverse { message } => call(&mut conn, ClientRequest::Reverse { message }).await?,
+        CtlCommand::Transfer {
+            id,
+            grantor,
+            binding,
+            amount,
+        } => {
+            let request = ClientRequest::Transfer {
+                transfer: id.clone(),
+                grantor,
+                binding,
+                amount,
+            };
+            match call(&mut conn, request).await? {
+                ClientReply::Error(error) if json_out => {
+                    println!(
+                        "{}",
+                        json!({ "transfer_id": id.to_string(), "status": "rejected", "amount_fen": amount.fen(), "reason": error.reason, "message": error.message })
+                    );
+                    return Err(Failure::Input(anyhow!("{} ({})", error.message, error.reason)));
+                }
+                ClientReply::Transferred(receipt) if receipt.status == TransferStatus::Refused => {
+                    print_reply(&ClientReply::Transferred(receipt.clone()), json_out)?;
+                    let reason = receipt.reason.map_or("unknown", |r| r.code());
+                    return Err(Failure::Check(anyhow!(
+                        "transfer {} refused ({reason}); nothing moved",
+                        receipt.transfer
+                    )));
+                }
+                other => other,
+            }
+        }
         CtlCommand::Refund { settlement, id, amount } => {
             call(
                 &mut conn,
@@ -574,6 +655,12 @@ fn print_reply(reply: &ClientReply, json_out: bool) -> Result<(), Failure> {
                 );
             }
             json!({ "binding_id": binding.to_string(), "limit_per_settlement_fen": limits.per_settlement.map(Money::fen), "limit_monthly_fen": limits.monthly.map(Money::fen) })
+        }
+        ClientReply::Transferred(receipt) => {
+            if !json_out {
+                print_transfer(receipt);
+            }
+            transfer_json(receipt)
         }
         ClientReply::Refunded(receipt) => {
             if !json_out {

@@ -1307,4 +1307,79 @@ mod tests {
             }
         }
     }
+
+    /// Cases of the hostile-row fuzzer: `FUZZ_CASES`, or 256.
+    fn fuzz_cases() -> u32 {
+        std::env::var("FUZZ_CASES")
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(256)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
+
+        /// Hostile rows (wrong column counts, over-long fields, other scripts, control
+        /// characters, amounts past the maximum, good rows in between): every line gives
+        /// exactly one row, on its own line number, and every bad row its own stable reason
+        /// code and a message; the good rows still parse.
+        #[test]
+        fn hostile_rows_are_reported_one_by_one(
+            kind in kinds(),
+            rows in proptest::collection::vec(
+                prop_oneof![
+                    3 => proptest::collection::vec(
+                        prop_oneof![
+                            4 => Just(String::new()),
+                            4 => "[^,\"\r\n]{0,30}",
+                            4 => "[0-9]{17}[0-9X]",
+                            4 => "-?[0-9]{1,25}(\\.[0-9]{0,5})?",
+                            4 => "[\\x01-\\x09\\x0b\\x0c\\x0e-\\x1f]{1,4}",
+                            1 => (0usize..5_000).prop_map(|len| "界".repeat(len)),
+                        ],
+                        1..16,
+                    ).prop_map(|fields| Some(fields.join(","))),
+                    1 => Just(None),
+                ],
+                1..24,
+            ),
+        ) {
+            let good = |n: usize| match kind {
+                Kind::Accounts => format!("{},Good,employee,{n}.5", id(CHONGQING, 1)),
+                Kind::Bindings => format!("{},{},,parent,mutual-aid,,,,,", id(CHONGQING, 1), id(CHONGQING, 2)),
+                Kind::Credits => format!("C-{n},{},{n}", id(CHONGQING, 1)),
+            };
+            let lines: Vec<(String, bool)> = rows
+                .into_iter()
+                .enumerate()
+                .map(|(n, row)| match row {
+                    // A line of only blanks would be read as no row at all.
+                    Some(text) if text.trim().is_empty() => (format!("x{text}"), false),
+                    Some(text) => (text, false),
+                    None => (good(n), true),
+                })
+                .collect();
+            let text = format!(
+                "{}\n{}\n",
+                kind.columns().join(","),
+                lines.iter().map(|(line, _)| line.as_str()).collect::<Vec<_>>().join("\n")
+            );
+            let parsed = read(kind, &text).map_err(|error| TestCaseError::fail(error.to_string()))?;
+            prop_assert_eq!(parsed.len(), lines.len());
+            for (index, (row, (line, is_good))) in parsed.iter().zip(&lines).enumerate() {
+                prop_assert_eq!(row.line, index as u64 + 2, "{}", line);
+                match &row.result {
+                    Ok(_) => {}
+                    Err(error) => {
+                        prop_assert!(!is_good, "a good row was refused: {:?}", error);
+                        prop_assert!(
+                            !error.code.is_empty() && error.code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                            "{:?}", error
+                        );
+                        prop_assert!(!error.message.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -102,6 +102,8 @@ fn kind_name(kind: i32) -> &'static str {
         Ok(pb::JournalKind::RefundCredit) => "refund_credit",
         Ok(pb::JournalKind::MutualAidReceived) => "mutual_aid_received",
         Ok(pb::JournalKind::MutualAidRefunded) => "mutual_aid_refunded",
+        Ok(pb::JournalKind::TransferSent) => "transfer_sent",
+        Ok(pb::JournalKind::TransferReceived) => "transfer_received",
         _ => "unknown",
     }
 }

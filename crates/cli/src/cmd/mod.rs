@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod chaos;
 pub mod ctl;
 pub mod demo;
 pub mod monitor;

@@ -10,11 +10,12 @@ use exchange_core::money::MONEY_MAX_FEN;
 use exchange_core::plan::NotPaying;
 use exchange_core::records::{
     JournalEntry, JournalKind, MutualAidPart, Receipt, RefundPart, RefundReceipt, RefundRequest, SettleRequest,
+    TransferReceipt, TransferStatus,
 };
 use exchange_core::time::YearMonth;
 use exchange_core::{
     Account, Binding, BindingId, BindingKind, BindingStatus, CreditId, Evidence, LegId, LegScope, Limits, Money,
-    PersonId, Province, RefundId, Refusal, Region, Relation, Scheme, SettlementId,
+    PersonId, Province, RefundId, Refusal, Region, Relation, Scheme, SettlementId, TransferId,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -54,6 +55,10 @@ pub fn credit_id() -> impl Strategy<Value = CreditId> {
     external_id_text().prop_map(|text| CreditId::new(text).unwrap())
 }
 
+pub fn transfer_id() -> impl Strategy<Value = TransferId> {
+    external_id_text().prop_map(|text| TransferId::new(text).unwrap())
+}
+
 pub fn binding_id() -> impl Strategy<Value = BindingId> {
     (province(), any::<u64>()).prop_map(|(province, serial)| BindingId::new(province, serial))
 }
@@ -62,6 +67,7 @@ pub fn leg_id() -> impl Strategy<Value = LegId> {
     let scope = prop_oneof![
         (settlement_id(), any::<u32>()).prop_map(|(settlement, attempt)| LegScope::Pay { settlement, attempt }),
         (settlement_id(), refund_id()).prop_map(|(settlement, refund)| LegScope::Refund { settlement, refund }),
+        (transfer_id(), any::<u32>()).prop_map(|(transfer, attempt)| LegScope::Transfer { transfer, attempt }),
     ];
     (province(), scope, any::<u16>(), person()).prop_map(|(coordinator, scope, index, account)| LegId {
         coordinator,
@@ -386,6 +392,8 @@ pub fn journal_entry() -> impl Strategy<Value = JournalEntry> {
             JournalKind::RefundCredit,
             JournalKind::MutualAidReceived,
             JournalKind::MutualAidRefunded,
+            JournalKind::TransferSent,
+            JournalKind::TransferReceived,
         ]),
         any::<i64>(),
         money(),
@@ -465,7 +473,44 @@ pub fn client_request() -> impl Strategy<Value = ClientRequest> {
         (binding_id(), limits()).prop_map(|(binding, limits)| ClientRequest::SetLimits { binding, limits }),
         settlement_id().prop_map(|settlement| ClientRequest::Cancel { settlement }),
         settlement_id().prop_map(|message| ClientRequest::Reverse { message }),
+        (transfer_id(), person(), binding_id(), money()).prop_map(|(transfer, grantor, binding, amount)| {
+            ClientRequest::Transfer {
+                transfer,
+                grantor,
+                binding,
+                amount,
+            }
+        }),
     ]
+}
+
+pub fn transfer_receipt() -> impl Strategy<Value = TransferReceipt> {
+    (
+        (transfer_id(), person(), binding_id(), person(), province(), money()),
+        proptest::option::of(refusal()),
+        proptest::option::of(money()),
+        any::<i64>(),
+    )
+        .prop_map(
+            |((transfer, grantor, binding, grantee, grantee_province, amount), reason, available, decided_wall_ms)| {
+                TransferReceipt {
+                    transfer,
+                    grantor,
+                    binding,
+                    grantee,
+                    grantee_province,
+                    amount,
+                    status: if reason.is_some() {
+                        TransferStatus::Refused
+                    } else {
+                        TransferStatus::Committed
+                    },
+                    reason,
+                    grantor_available_after: available,
+                    decided_wall_ms,
+                }
+            },
+        )
 }
 
 /// Every successful reply (errors travel as a status, tested separately).
@@ -484,5 +529,6 @@ pub fn client_reply() -> impl Strategy<Value = ClientReply> {
         (person(), proptest::collection::vec(binding_id(), 0..4))
             .prop_map(|(grantee, bindings)| ClientReply::Ordered { grantee, bindings }),
         (binding_id(), limits()).prop_map(|(binding, limits)| ClientReply::LimitsSet { binding, limits }),
+        transfer_receipt().prop_map(ClientReply::Transferred),
     ]
 }
