@@ -388,7 +388,11 @@ async fn sigterm_stops_a_node_cleanly_and_it_restarts_with_everything() {
     c.beijing = cluster.conn(p(BEIJING)).await.unwrap();
     // After the restart it pays again, and nothing was lost or doubled.
     let r = receipt(settle(&mut c.chongqing, "S-T-after", f.grandmother, yuan(30)).await);
-    assert!(r.mutual_aid.iter().any(|part| part.grantor == f.son || part.grantor == f.daughter));
+    assert!(
+        r.mutual_aid
+            .iter()
+            .any(|part| part.grantor == f.son || part.grantor == f.daughter)
+    );
     model.apply(&r);
     model.check(&mut c, Duration::from_secs(15)).await;
 }
