@@ -7,6 +7,9 @@
 //! only reads their feeds and `/metrics`. Its counts come from the journals alone, so they can
 //! be checked against them entry by entry.
 
+// The monitor reads every node's feed and serves HTTP: no input may reach a panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+
 pub mod config;
 pub mod error;
 pub mod feed;

@@ -4,6 +4,10 @@
 //! Glue only: actors decode, call the core, apply its writes, and let its messages and replies
 //! leave once those writes are durable. Every decision is the core's.
 
+// The node faces the network: no input may reach a panic. (Arithmetic here is counters and
+// durations, not money, so it is left to review; money arithmetic is the core's, checked.)
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+
 pub mod audit;
 pub mod client;
 pub mod clock;
