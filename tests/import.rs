@@ -282,11 +282,13 @@ async fn csv_imports_are_streamed_reported_and_never_applied_twice() {
         writeln!(text, "2025-07-{serial:04},{},125.05", synthetic(CHONGQING, serial)).unwrap();
     }
     let credited_rows = 180u64;
-    // Refused: a resident, an unknown person, an id reused for another amount, 3 decimals.
+    // Refused: a resident, an unknown person, an id reused for another amount, 3 decimals, a
+    // negative amount (the last two malformed: never sent).
     writeln!(text, "2025-07-R,{},1", synthetic(CHONGQING, 10)).unwrap();
     writeln!(text, "2025-07-U,{},1", synthetic(CHONGQING, ACCOUNTS + 60)).unwrap();
     writeln!(text, "2025-07-0001,{},1", synthetic(CHONGQING, 1)).unwrap();
     writeln!(text, "2025-07-X,{},1.001", synthetic(CHONGQING, 1)).unwrap();
+    writeln!(text, "2025-07-N,{},-5", synthetic(CHONGQING, 2)).unwrap();
     std::fs::write(&credits, text).unwrap();
     let credits_report = work.join("credits-report.csv");
     let args = [
@@ -299,29 +301,38 @@ async fn csv_imports_are_streamed_reported_and_never_applied_twice() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         counts(&summary),
-        [credited_rows + 4, credited_rows, 0, 4, 1],
+        [credited_rows + 5, credited_rows, 0, 5, 2],
         "{summary}"
     );
     assert_eq!(summary["credited_fen"].as_u64(), Some(credited_rows * 12_505));
-    let reasons: Vec<String> = report(&credits_report).into_iter().map(|(_, _, r)| r).collect();
+    let reported = report(&credits_report);
+    let reasons: Vec<&str> = reported.iter().map(|(_, _, r)| r.as_str()).collect();
     assert_eq!(
         reasons,
         [
             "no_personal_account",
             "unknown_person",
             "credit_id_reused",
-            "too_many_decimals"
+            "too_many_decimals",
+            "negative_amount"
         ]
+    );
+    let negative = reported.last().unwrap();
+    assert_eq!(
+        (negative.0, negative.1.as_str()),
+        (credited_rows + 6, "2025-07-N"),
+        "line and key of the negative row"
     );
     let (code, summary, _) = ctl(&chongqing_config, &args);
     assert_eq!(code, 1);
     assert_eq!(
         counts(&summary),
-        [credited_rows + 4, 0, credited_rows, 4, 1],
+        [credited_rows + 5, 0, credited_rows, 5, 2],
         "{summary}"
     );
     assert_eq!(summary["credited_fen"].as_u64(), Some(0));
-    for serial in [1u64, 7, 199] {
+    // Serial 2's negative row was not applied: one credit of 125.05, nothing taken away.
+    for serial in [1u64, 2, 7, 199] {
         let balance = account(&mut c.chongqing, &synthetic(CHONGQING, serial)).await.balance;
         assert_eq!(balance, money_fen(10_050 + 12_505), "serial {serial}");
     }

@@ -350,21 +350,37 @@ fn print_receipt(receipt: &Receipt) {
         "settlement {} committed (self-pay {})",
         receipt.settlement, receipt.self_pay
     );
-    let own_note = receipt.own_refusal.map(|r| format!(" ({r})")).unwrap_or_default();
-    println!("  own account   {:>12}{own_note}", receipt.own_account_paid.to_string());
+    // The own account's balance after the payment is known when it was asked and answered;
+    // otherwise the reason it paid nothing is printed instead.
+    let own_note = match (receipt.own_refusal, receipt.own_balance_after) {
+        (Some(refusal), _) => format!("  pays nothing: {refusal}"),
+        (None, Some(balance)) => format!("  balance after {balance}"),
+        (None, None) => "  no personal account".to_string(),
+    };
+    println!(
+        "  {:<29} {:>12}{own_note}",
+        "own account",
+        receipt.own_account_paid.to_string()
+    );
     for part in &receipt.mutual_aid {
         println!(
-            "  {} {:<10} {:>12}  binding {}",
-            part.grantor,
-            part.province.name(),
+            "  {:<29} {:>12}  balance after {}  binding {}",
+            format!("{} {}", part.grantor, part.province.name()),
             part.amount.to_string(),
+            part.balance_after,
             part.binding
         );
     }
     for n in &receipt.not_paying {
-        println!("  {} {:<10} pays nothing: {}", n.grantor, n.province.name(), n.reason);
+        println!(
+            "  {:<29} {:>12}  pays nothing: {}  binding {}",
+            format!("{} {}", n.grantor, n.province.name()),
+            "0.00",
+            n.reason,
+            n.binding
+        );
     }
-    println!("  cash          {:>12}", receipt.cash_paid.to_string());
+    println!("  {:<29} {:>12}", "cash", receipt.cash_paid.to_string());
 }
 
 async fn execute(config: NodeConfig, command: CtlCommand, json_out: bool) -> Result<(), Failure> {
@@ -668,7 +684,7 @@ fn print_reply(reply: &ClientReply, json_out: bool) -> Result<(), Failure> {
                     "refund {} of {}: {} back to accounts in {} parts, {} in cash",
                     receipt.refund,
                     receipt.settlement,
-                    receipt.amount,
+                    receipt.amount.saturating_sub(receipt.cash),
                     receipt.parts.len(),
                     receipt.cash
                 );
