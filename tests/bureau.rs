@@ -982,8 +982,11 @@ async fn pending_bindings_are_never_used_and_a_commit_cut_off_shows_in_reconcili
     let mismatch = &report["mismatches"][0];
     assert_eq!(mismatch["problem"], "missing_at_payer", "{report}");
     assert!(mismatch["leg"].as_str().unwrap().contains("/S-G1/"), "{report}");
-    // The amounts of a missing leg are only in the totals: Chongqing's journal says it received
-    // 250 yuan from Beijing's accounts, Beijing's own says nothing was paid.
+    // The mismatch carries the amount the side that has the leg recorded; the totals agree:
+    // Chongqing's journal says it received 250 yuan from Beijing's accounts, Beijing's own says
+    // nothing was paid.
+    assert_eq!(mismatch["coordinator_fen"], 25_000, "{report}");
+    assert_eq!(mismatch["payer_fen"], Value::Null, "{report}");
     assert_eq!(report["peer_side"]["received_from_peer_fen"], 25_000, "{report}");
     assert_eq!(report["own"]["paid_for_peer_fen"], 0, "{report}");
     assert_eq!(

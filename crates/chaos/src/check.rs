@@ -107,6 +107,8 @@ pub fn check_bindings(bindings: &Bindings) -> Vec<String> {
 pub struct CheckCounts {
     pub settlements_acknowledged: u64,
     pub settlements_refused: u64,
+    /// Of the acknowledged settlements, decided after a second prepare round.
+    pub settlements_two_rounds: u64,
     pub refunds_acknowledged: u64,
     pub credits_acknowledged: u64,
     pub accounts: u64,
@@ -210,6 +212,9 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
         let Some(receipt) = settlement.outcome.done() else {
             continue;
         };
+        if receipt.rounds > 1 {
+            counts.settlements_two_rounds += 1;
+        }
         let parts: u64 = receipt.mutual_aid.iter().map(|p| p.amount.fen()).sum();
         let paid = receipt.own_account_paid.fen() + parts + receipt.cash_paid.fen();
         if receipt.settlement != *id
@@ -260,7 +265,9 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
     // What the journals must hold, leg by leg, from the receipts.
     let mut expected_pay: BTreeMap<PayKey, u64> = BTreeMap::new();
     let mut expected_refund: BTreeMap<RefundKey, u64> = BTreeMap::new();
-    let mut cross_legs: BTreeMap<(Province, Province), u64> = BTreeMap::new();
+    // Cross-province parts on the receipts, per pair: a lower bound of the legs (a grantor
+    // asked again in a second round pays one part through two legs).
+    let mut cross_parts: BTreeMap<(Province, Province), u64> = BTreeMap::new();
     for (id, settlement) in &model.settlements {
         let Some(receipt) = settlement.outcome.done() else {
             continue;
@@ -280,7 +287,7 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
                 *expected_pay
                     .entry((c, JournalKind::MutualAidReceived, id.clone(), part.grantor))
                     .or_default() += fen;
-                *cross_legs.entry(pair(c, part.province)).or_default() += 1;
+                *cross_parts.entry(pair(c, part.province)).or_default() += 1;
             }
         }
     }
@@ -301,7 +308,7 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
             );
             if part.province != c {
                 expected_refund.insert((c, JournalKind::MutualAidRefunded, part.leg.clone()), part.amount.fen());
-                *cross_legs.entry(pair(c, part.province)).or_default() += 1;
+                *cross_parts.entry(pair(c, part.province)).or_default() += 1;
             }
         }
     }
@@ -310,6 +317,9 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
     let mut seen_pay: BTreeMap<PayKey, u64> = BTreeMap::new();
     let mut seen_refund: BTreeMap<RefundKey, (u64, u64)> = BTreeMap::new();
     let mut seen_legs: BTreeMap<(Province, JournalKind, LegId), u64> = BTreeMap::new();
+    // Cross-province legs in the journals (either side), per pair: what each reconciliation
+    // must compare. Every one of them is checked against a receipt above or below.
+    let mut cross_legs: BTreeSet<((Province, Province), LegId, bool)> = BTreeSet::new();
     // Per account, on its own node: credits, and the signed sum of every balance change.
     let mut credited: BTreeMap<PersonId, u64> = BTreeMap::new();
     let mut journal_sum: BTreeMap<PersonId, i128> = BTreeMap::new();
@@ -349,6 +359,14 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
                 continue;
             };
             *seen_legs.entry((*node, entry.kind, leg.clone())).or_default() += 1;
+            let payer = match entry.kind {
+                JournalKind::MutualAidReceived | JournalKind::MutualAidRefunded => entry.counterparty,
+                _ => Some(*node),
+            };
+            if let Some(payer) = payer.filter(|payer| *payer != leg.coordinator) {
+                let refund = matches!(entry.kind, JournalKind::RefundCredit | JournalKind::MutualAidRefunded);
+                cross_legs.insert((pair(leg.coordinator, payer), leg.clone(), refund));
+            }
             if entry.settlement.as_ref() != Some(leg.settlement()) || leg.account != account {
                 v.push(format!(
                     "journal of {} seq {seq}: entry names settlement {:?} and account {account}, its leg {leg:?}",
@@ -552,9 +570,23 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
 
     // Reconciliation of every pair, from both sides: no mismatch, and every cross-province
     // leg the receipts name is among the legs compared.
+    let mut legs_of: BTreeMap<(Province, Province), u64> = BTreeMap::new();
+    for (pair, _, _) in &cross_legs {
+        *legs_of.entry(*pair).or_default() += 1;
+    }
+    for (pair, parts) in &cross_parts {
+        let legs = legs_of.get(pair).copied().unwrap_or(0);
+        if legs < *parts {
+            v.push(format!(
+                "{} and {}: the receipts name {parts} cross-province parts, the journals hold {legs} legs",
+                pair.0.code(),
+                pair.1.code()
+            ));
+        }
+    }
     for ((own, peer), result) in &observed.reconciliations {
         counts.reconciliations += 1;
-        let want = cross_legs.get(&pair(*own, *peer)).copied().unwrap_or(0);
+        let want = legs_of.get(&pair(*own, *peer)).copied().unwrap_or(0);
         match result {
             Ok(report) => {
                 if report.mismatch_count > 0 {
@@ -568,7 +600,7 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
                 }
                 if report.legs_compared != want || report.legs_matched != want {
                     v.push(format!(
-                        "reconciliation of {} with {}: {} legs compared, {} matched; the receipts name {want}",
+                        "reconciliation of {} with {}: {} legs compared, {} matched; the journals hold {want}",
                         own.code(),
                         peer.code(),
                         report.legs_compared,
@@ -583,7 +615,7 @@ pub fn check(model: &Model, observed: &Observed) -> (Vec<String>, CheckCounts) {
             )),
         }
     }
-    counts.cross_province_legs = cross_legs.values().sum();
+    counts.cross_province_legs = u64::try_from(cross_legs.len()).unwrap_or(u64::MAX);
 
     // Bindings converged.
     match &observed.bindings {
@@ -799,6 +831,46 @@ mod tests {
         assert_eq!(counts.cross_province_legs, 2);
     }
 
+    /// The son was asked again in a second round: his one part of 300 fen is two legs (200 and
+    /// 100), each on both sides, and the reconciliations compare three legs.
+    #[test]
+    fn a_grantor_paying_through_two_rounds_is_one_part_and_two_legs() {
+        let (model, mut observed) = world();
+        let (bj, cq) = (p(110000), p(500000));
+        let son = person(110000, 1);
+        let mut leg = journal(&mut observed, 110000)[1].1.leg.clone().unwrap();
+        leg.index = 2;
+        journal(&mut observed, 110000)[1].1.amount = fen(200);
+        journal(&mut observed, 110000).push((4, entry(JournalKind::Debit, 100, son, Some(leg.clone()), cq)));
+        journal(&mut observed, 500000)[2].1.amount = fen(200);
+        journal(&mut observed, 500000).push((5, entry(JournalKind::MutualAidReceived, 100, son, Some(leg), bj)));
+        let three = ReconcileSummary {
+            legs_compared: 3,
+            legs_matched: 3,
+            ..ReconcileSummary::default()
+        };
+        observed.reconciliations.insert((bj, cq), Ok(three.clone()));
+        observed.reconciliations.insert((cq, bj), Ok(three));
+        let (violations, counts) = check(&model, &observed);
+        assert_eq!(violations, Vec::<String>::new());
+        assert_eq!(counts.cross_province_legs, 3);
+        // Reconciliations that skip the second leg are caught.
+        let mut short = observed.clone();
+        short.reconciliations.insert(
+            (bj, cq),
+            Ok(ReconcileSummary {
+                legs_compared: 2,
+                legs_matched: 2,
+                ..ReconcileSummary::default()
+            }),
+        );
+        let (violations, _) = check(&model, &short);
+        assert!(
+            violations.iter().any(|v| v.contains("the journals hold 3")),
+            "{violations:#?}"
+        );
+    }
+
     fn fails(change: impl FnOnce(&mut Model, &mut Observed), expect: &str) {
         let (mut model, mut observed) = world();
         change(&mut model, &mut observed);
@@ -900,7 +972,7 @@ mod tests {
                     }),
                 );
             },
-            "the receipts name 2",
+            "the journals hold 2",
         );
         // A settlement never answered, a refund leg on no receipt, a receipt not adding up.
         fails(

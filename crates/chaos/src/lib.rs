@@ -108,6 +108,10 @@ pub struct ChaosReport {
     pub retries: u64,
     /// Settlements, refunds and credits unanswered when the chaos ended, sent again after healing.
     pub unacknowledged_at_end: u64,
+    /// Grantors who did not pay on an acknowledged receipt, by reason (`timeout` when their
+    /// node did not vote in time, `account_frozen`, `binding_revoked`, ...): the faults and the
+    /// bureau's actions as the hospitals saw them.
+    pub grantors_not_paying: BTreeMap<String, u64>,
     pub faults_injected: BTreeMap<String, u64>,
     pub kills: u64,
     pub pauses: u64,
@@ -437,6 +441,14 @@ pub async fn run_chaos(options: ChaosOptions) -> Result<ChaosReport, ChaosError>
     let log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     violations.extend(log.problems.iter().cloned());
     let count = |kind: FaultKind| log.injected.get(&kind).copied().unwrap_or(0);
+    let mut grantors_not_paying: BTreeMap<String, u64> = BTreeMap::new();
+    for receipt in model.settlements.values().filter_map(|s| s.outcome.done()) {
+        for not_paying in &receipt.not_paying {
+            *grantors_not_paying
+                .entry(not_paying.reason.code().to_string())
+                .or_default() += 1;
+        }
+    }
     let operations_by_kind = shared.stats.by_kind();
     let report = ChaosReport {
         seed: options.seed,
@@ -447,6 +459,7 @@ pub async fn run_chaos(options: ChaosOptions) -> Result<ChaosReport, ChaosError>
         refused: shared.stats.refused.load(std::sync::atomic::Ordering::Relaxed),
         retries: shared.stats.retries.load(std::sync::atomic::Ordering::Relaxed),
         unacknowledged_at_end: u64::try_from(unacknowledged).unwrap_or(u64::MAX),
+        grantors_not_paying,
         faults_injected: log.injected.iter().map(|(k, n)| (k.name().to_string(), *n)).collect(),
         kills: count(FaultKind::Kill),
         pauses: count(FaultKind::Pause),

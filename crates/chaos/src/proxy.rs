@@ -365,7 +365,9 @@ mod tests {
     async fn passes_refuses_blackholes_delays_and_resets() {
         let echo = echo_server().await;
         let proxy = FaultProxy::bind(None).await.unwrap();
+        // Answers that must come get a generous wait; answers that must not, a short one.
         let short = Duration::from_millis(300);
+        let long = Duration::from_secs(5);
 
         // No target yet: refused.
         let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -375,7 +377,7 @@ mod tests {
         // Pass.
         let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(
-            round_trip(&mut stream, b"hello", short).await.as_deref(),
+            round_trip(&mut stream, b"hello", long).await.as_deref(),
             Some(&b"hello"[..])
         );
 
@@ -394,7 +396,7 @@ mod tests {
         assert!(proxy.counts().bytes_swallowed >= 8, "{:?}", proxy.counts());
         proxy.pass();
         assert_eq!(
-            round_trip(&mut stream, b"back", short).await.as_deref(),
+            round_trip(&mut stream, b"back", long).await.as_deref(),
             Some(&b"back"[..])
         );
 
@@ -416,7 +418,7 @@ mod tests {
         let mut refused = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(round_trip(&mut refused, b"no", short).await, None);
         assert_eq!(
-            round_trip(&mut stream, b"old", short).await.as_deref(),
+            round_trip(&mut stream, b"old", long).await.as_deref(),
             Some(&b"old"[..])
         );
         proxy.pass();
@@ -427,10 +429,7 @@ mod tests {
         assert_eq!(round_trip(&mut stream, b"dead", short).await, None);
         assert!(proxy.counts().reset >= 1);
         let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
-        assert_eq!(
-            round_trip(&mut fresh, b"new", short).await.as_deref(),
-            Some(&b"new"[..])
-        );
+        assert_eq!(round_trip(&mut fresh, b"new", long).await.as_deref(), Some(&b"new"[..]));
 
         // Dropped: nothing listens, open connections end.
         let addr = proxy.addr();

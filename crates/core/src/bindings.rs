@@ -360,19 +360,33 @@ impl Bindings {
             seen.push(*id);
         }
         let known = view.bindings_of_grantee(&grantee).map_err(storage)?;
-        for (position, id) in order.iter().enumerate() {
+        // Every listed binding is checked before anything is written: a refusal changes nothing.
+        let mut listed = Vec::with_capacity(order.len());
+        for id in &order {
             let copy = if known.contains(id) {
                 view.binding_copy(id).map_err(storage)?
             } else {
                 None
             };
-            let Some(mut copy) = copy else {
+            let Some(copy) = copy else {
                 refuse(
                     &mut effects,
                     ClientError::not_found("unknown_binding", format!("{grantee} has no binding {id} on this node")),
                 );
                 return Ok(effects);
             };
+            listed.push(copy);
+        }
+        // Bindings the family did not list keep their relative order after the listed ones, so
+        // no position is shared and an unlisted grantor never jumps ahead of a listed one.
+        let mut unlisted = Vec::new();
+        for id in known.iter().filter(|id| !order.contains(id)) {
+            if let Some(copy) = view.binding_copy(id).map_err(storage)? {
+                unlisted.push(copy);
+            }
+        }
+        unlisted.sort_by_key(|copy| (copy.position, copy.id));
+        for (position, mut copy) in listed.into_iter().chain(unlisted).enumerate() {
             copy.position = u32::try_from(position).unwrap_or(u32::MAX).saturating_add(1);
             effects.writes.push(Write::BindingCopy(copy));
         }

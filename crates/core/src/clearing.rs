@@ -116,10 +116,10 @@ struct Sides {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum MismatchKind {
-    /// The payer's node has no record of a leg its coordinator recorded.
-    MissingAtPayer,
-    /// The coordinator's node has no record of a leg the payer recorded.
-    MissingAtCoordinator,
+    /// The payer's node has no record of a leg its coordinator recorded (for this amount).
+    MissingAtPayer { coordinator_fen: u64 },
+    /// The coordinator's node has no record of a leg the payer recorded (for this amount).
+    MissingAtCoordinator { payer_fen: u64 },
     /// Both recorded the leg with different amounts.
     AmountDiffers { payer_fen: u64, coordinator_fen: u64 },
 }
@@ -247,8 +247,9 @@ pub fn reconcile<'a>(
                 payer_fen,
                 coordinator_fen,
             }),
-            (None, _) => Some(MismatchKind::MissingAtPayer),
-            (_, None) => Some(MismatchKind::MissingAtCoordinator),
+            (None, Some((_, coordinator_fen))) => Some(MismatchKind::MissingAtPayer { coordinator_fen }),
+            (Some((_, payer_fen)), None) => Some(MismatchKind::MissingAtCoordinator { payer_fen }),
+            (None, None) => None,
         };
         match problem {
             None => report.legs_matched = report.legs_matched.saturating_add(1),
@@ -356,12 +357,12 @@ mod tests {
         assert_eq!(
             kinds,
             vec![
-                MismatchKind::MissingAtPayer,
+                MismatchKind::MissingAtPayer { coordinator_fen: 40 },
                 MismatchKind::AmountDiffers {
                     payer_fen: 70,
                     coordinator_fen: 80
                 },
-                MismatchKind::MissingAtCoordinator,
+                MismatchKind::MissingAtCoordinator { payer_fen: 5 },
             ]
         );
         assert!(

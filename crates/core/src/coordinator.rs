@@ -538,8 +538,11 @@ impl Coordinator {
         if !own_left.is_zero() || grantor_left.values().any(|m| !m.is_zero()) {
             return Err("planned amounts not covered by held legs".into());
         }
-        let own_balance_after = inflight.has_own_account.then(|| {
-            let before = inflight
+        // Known only from the own account's yes vote: when it refused (frozen, closed) or was
+        // not asked, the coordinator has not seen its balance, and the receipt says nothing
+        // rather than a wrong figure.
+        let own_balance_after = if inflight.has_own_account {
+            inflight
                 .legs
                 .iter()
                 .filter(|l| l.target == Target::Own)
@@ -547,9 +550,10 @@ impl Coordinator {
                     LegState::Yes { available_before, .. } => Some(available_before),
                     _ => None,
                 })
-                .unwrap_or(Money::ZERO);
-            before.saturating_sub(planned.own)
-        });
+                .map(|before| before.saturating_sub(planned.own))
+        } else {
+            None
+        };
         let balance_of = |binding: BindingId| {
             input
                 .candidates

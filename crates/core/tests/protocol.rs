@@ -1123,6 +1123,55 @@ fn the_family_sets_the_order_and_the_grantor_changes_limits() {
     assert!(matches!(cluster.reply(twice), ClientReply::Error(e) if e.reason == "bad_order"));
 }
 
+#[test]
+fn an_order_naming_some_grantors_puts_the_rest_after_them_and_a_refused_one_changes_nothing() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let family_order = Policy {
+        grantor_order: exchange_core::GrantorOrder::FamilyOrder,
+        ..Policy::default()
+    };
+    cluster.nodes.get_mut(&p(CHONGQING)).unwrap().0 =
+        NodeCore::new(p(CHONGQING), family_order, ProtocolConfig::default(), 1);
+    let f = family(&mut cluster, Limits::default());
+    let order = |cluster: &mut Cluster, bindings: Vec<BindingId>| {
+        let reply = cluster.client(
+            CHONGQING,
+            ClientRequest::SetOrder {
+                grantee: f.grandmother,
+                bindings,
+            },
+        );
+        cluster.reply(reply).clone()
+    };
+    assert!(matches!(
+        order(&mut cluster, vec![f.son_binding, f.daughter_binding]),
+        ClientReply::Ordered { .. }
+    ));
+    // Only the daughter is named: she pays first, the son (not named) after her.
+    assert!(matches!(
+        order(&mut cluster, vec![f.daughter_binding]),
+        ClientReply::Ordered { .. }
+    ));
+    let reply = cluster.settle("S-partial-order", f.grandmother, yuan(300));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!(
+        (r.mutual_aid[0].grantor, r.mutual_aid[0].amount),
+        (f.daughter, yuan(250))
+    );
+    // A list whose second binding is unknown is refused before anything is written: the
+    // daughter still pays first.
+    let refused = order(&mut cluster, vec![f.son_binding, BindingId::new(p(SICHUAN), 999)]);
+    assert!(matches!(refused, ClientReply::Error(e) if e.reason == "unknown_binding"));
+    let reply = cluster.settle("S-after-refused-order", f.grandmother, yuan(300));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!(
+        (r.mutual_aid[0].grantor, r.mutual_aid[0].amount),
+        (f.daughter, yuan(300))
+    );
+}
+
 /// A patient whose own leg fails after the coordinator planned on its balance, and one
 /// grantor in Beijing with `limits`: round 1 asks the son for 50 (what the own account's
 /// balance left), he holds all of it, the own leg is refused (frozen in between), so round 2
@@ -1147,6 +1196,8 @@ fn second_round_against(limits: Limits) -> (Cluster, PersonId, Receipt) {
     let r = receipt(cluster.reply(reply)).clone();
     assert_eq!(r.rounds, 2, "the shortfall asked the son a second time");
     assert_eq!(r.own_refusal, Some(Refusal::AccountFrozen));
+    // A refused own account never told the coordinator its balance: the receipt says nothing.
+    assert_eq!(r.own_balance_after, None);
     assert_eq!(cluster.live_holds(), 0);
     (cluster, son, r)
 }

@@ -84,8 +84,8 @@ impl From<Position> for pb::Position {
 impl From<Mismatch> for pb::Mismatch {
     fn from(mismatch: Mismatch) -> pb::Mismatch {
         let (problem, payer_fen, coordinator_fen) = match mismatch.kind {
-            MismatchKind::MissingAtPayer => ("missing_at_payer", None, None),
-            MismatchKind::MissingAtCoordinator => ("missing_at_coordinator", None, None),
+            MismatchKind::MissingAtPayer { coordinator_fen } => ("missing_at_payer", None, Some(coordinator_fen)),
+            MismatchKind::MissingAtCoordinator { payer_fen } => ("missing_at_coordinator", Some(payer_fen), None),
             MismatchKind::AmountDiffers {
                 payer_fen,
                 coordinator_fen,

@@ -118,6 +118,13 @@ fn print_text(report: &ChaosReport, timeline: bool) {
         "unanswered at the end {:>8}  (sent again after healing)",
         report.unacknowledged_at_end
     );
+    println!(
+        "grantors not paying   {:>8}  (on acknowledged receipts, by reason)",
+        report.grantors_not_paying.values().sum::<u64>()
+    );
+    for (reason, n) in &report.grantors_not_paying {
+        println!("  {reason:<19} {n:>8}");
+    }
     println!();
     println!(
         "faults injected       {:>8}",
@@ -136,12 +143,17 @@ fn print_text(report: &ChaosReport, timeline: bool) {
     println!();
     let c = &report.checked;
     println!(
-        "checked: {} settlements acknowledged ({} refused), {} refunds, {} credits, {} accounts,",
-        c.settlements_acknowledged, c.settlements_refused, c.refunds_acknowledged, c.credits_acknowledged, c.accounts
+        "checked: {} settlements acknowledged ({} in two rounds, {} refused), {} refunds, {} credits, {} accounts,",
+        c.settlements_acknowledged,
+        c.settlements_two_rounds,
+        c.settlements_refused,
+        c.refunds_acknowledged,
+        c.credits_acknowledged,
+        c.accounts
     );
     println!(
-        "         {} journal entries ({} matched to receipts), {} cross-province legs in {} reconciliations",
-        c.journal_entries, c.journal_entries_matched, c.cross_province_legs, c.reconciliations
+        "         {} journal entries ({} matched to receipts), {} cross-province legs in {} reconciliations, {} bindings",
+        c.journal_entries, c.journal_entries_matched, c.cross_province_legs, c.reconciliations, c.bindings
     );
     println!(
         "quiescence {} after {:.1} s",

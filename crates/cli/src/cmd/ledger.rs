@@ -315,10 +315,12 @@ pub async fn reconcile(conn: &mut BureauConn, args: ReconcileArgs, json_out: boo
                 .map(|leg| leg.to_string())
                 .unwrap_or_default();
             let amounts = match (m.payer_fen, m.coordinator_fen) {
-                (Some(paid), Some(claimed)) => format!(" payer {} vs coordinator {}", yuan(paid), yuan(claimed)),
-                _ => String::new(),
+                (Some(paid), Some(claimed)) => format!(": payer {} vs coordinator {}", yuan(paid), yuan(claimed)),
+                (Some(paid), None) => format!(": payer recorded {}", yuan(paid)),
+                (None, Some(claimed)) => format!(": coordinator recorded {}", yuan(claimed)),
+                (None, None) => String::new(),
             };
-            println!("MISMATCH {} {leg} ({}): {}{amounts}", m.role, m.payer, m.problem);
+            println!("MISMATCH {} {leg} (payer {}): {}{amounts}", m.role, m.payer, m.problem);
         }
         let listed = u64::try_from(report.mismatches.len()).unwrap_or(u64::MAX);
         if report.mismatch_count > listed {
