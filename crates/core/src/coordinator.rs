@@ -414,10 +414,12 @@ impl Coordinator {
                     }
                 }
                 if !asked && refusal.is_none() {
-                    refusal = Some(if self_pay.is_zero() {
-                        Refusal::NotNeeded
-                    } else {
+                    // Not asked: past the most grantors one settlement may use, or because the
+                    // patient's own account was expected to cover the bill.
+                    refusal = Some(if index >= crate::policy::GRANTORS_PER_SETTLEMENT_MAX {
                         Refusal::TooManyGrantors
+                    } else {
+                        Refusal::NotNeeded
                     });
                 }
                 Candidate {

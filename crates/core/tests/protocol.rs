@@ -1172,6 +1172,19 @@ fn an_order_naming_some_grantors_puts_the_rest_after_them_and_a_refused_one_chan
     );
 }
 
+#[test]
+fn grantors_not_asked_because_the_own_account_covers_the_bill_are_not_needed() {
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let reply = cluster.settle("S-own-covers", f.grandmother, yuan(30));
+    cluster.deliver_all();
+    let r = receipt(cluster.reply(reply)).clone();
+    assert_eq!(r.own_account_paid, yuan(30));
+    assert!(r.mutual_aid.is_empty());
+    let reasons: Vec<Refusal> = r.not_paying.iter().map(|n| n.reason).collect();
+    assert_eq!(reasons, vec![Refusal::NotNeeded, Refusal::NotNeeded], "{r:?}");
+}
+
 /// A patient whose own leg fails after the coordinator planned on its balance, and one
 /// grantor in Beijing with `limits`: round 1 asks the son for 50 (what the own account's
 /// balance left), he holds all of it, the own leg is refused (frozen in between), so round 2
