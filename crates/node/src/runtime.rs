@@ -20,7 +20,6 @@ use crate::dispatch::{self, OUTBOUND_QUEUE_MAX};
 use crate::error::NodeError;
 use crate::limits::Admission;
 use crate::metrics::Metrics;
-use crate::peer::{PeerArgs, PeerLink};
 use crate::route::Shards;
 use crate::services::{
     BUREAU_SERVICE, BureauService, EXCHANGE_SERVICE, ExchangeService, MONITOR_SERVICE, MonitorService,
@@ -113,19 +112,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config,
     });
     tokio::spawn(dispatch::run(ctx.clone(), outbound_receiver));
-    for (province, client) in &ctx.peer_clients {
-        let args = PeerArgs {
-            ctx: ctx.clone(),
-            province: *province,
-            client: client.clone(),
-        };
-        let (link, _handle) = Actor::spawn(None, PeerLink, args)
-            .await
-            .map_err(|error| NodeError::Actor(error.to_string()))?;
-        if let Ok(mut peers) = ctx.peers.write() {
-            peers.insert(*province, link);
-        }
-    }
+    // The supervisor starts the peer links and the core actors, and restarts any that fails.
     let (supervisor, _handle) = Actor::spawn(None, Supervisor, ctx.clone())
         .await
         .map_err(|error| NodeError::Actor(error.to_string()))?;

@@ -1,9 +1,13 @@
-//! The supervisor: starts the core actors and restarts a failed one from the store.
+//! The supervisor: starts the peer links and the core actors, and restarts a failed one (a
+//! core actor from the store; a link afresh, its queue lost: every protocol message is resent
+//! or asked for again, so a lost queue costs time, never money).
 
+use exchange_core::Province;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::context::Context;
 use crate::core_actor::{CoreActor, CoreArgs, CoreMsg};
+use crate::peer::{PeerArgs, PeerLink};
 use crate::route::Target;
 
 /// Restarts allowed before the supervisor gives up and stops the node (a crash loop means
@@ -35,6 +39,27 @@ async fn spawn_core(
     Ok(actor)
 }
 
+/// Starts the link to `province` under the supervisor and makes it the one messages go to.
+async fn spawn_link(
+    ctx: &Context,
+    province: Province,
+    supervisor: &ActorRef<SupervisorMsg>,
+) -> Result<(), ActorProcessingErr> {
+    let Some(client) = ctx.peer_clients.get(&province).cloned() else {
+        return Ok(());
+    };
+    let args = PeerArgs {
+        ctx: ctx.clone(),
+        province,
+        client,
+    };
+    let (link, _handle) = Actor::spawn_linked(None, PeerLink, args, supervisor.get_cell()).await?;
+    if let Ok(mut peers) = ctx.peers.write() {
+        peers.insert(province, link);
+    }
+    Ok(())
+}
+
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
@@ -45,6 +70,11 @@ impl Actor for Supervisor {
         myself: ActorRef<SupervisorMsg>,
         ctx: Context,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        // Links first: recovery below may send at once.
+        let provinces: Vec<Province> = ctx.peer_clients.keys().copied().collect();
+        for province in provinces {
+            spawn_link(&ctx, province, &myself).await?;
+        }
         let mut accounts = Vec::new();
         for index in 0..ctx.shards.accounts {
             accounts.push(spawn_core(&ctx, Target::Account(index), &myself).await?);
@@ -80,7 +110,27 @@ impl Actor for Supervisor {
                 .map(Target::Account)
                 .or_else(|| find(&actors.coordinators).map(Target::Coordinator))
         };
-        let Some(target) = target else { return Ok(()) };
+        let Some(target) = target else {
+            let link = state.ctx.peers.read().ok().and_then(|peers| {
+                peers
+                    .iter()
+                    .find(|(_, link)| link.get_id() == cell.get_id())
+                    .map(|(province, _)| *province)
+            });
+            if let Some(province) = link {
+                state.restarts = state.restarts.saturating_add(1);
+                state.ctx.metrics.actor_restarts.inc();
+                tracing::error!(peer = %province, %error, restarts = state.restarts, "peer link failed; restarting it");
+                if state.restarts > RESTARTS_MAX {
+                    state
+                        .ctx
+                        .fail(format!("actors failed {} times; last: {error}", state.restarts));
+                    return Err("too many actor restarts".into());
+                }
+                spawn_link(&state.ctx, province, &myself).await?;
+            }
+            return Ok(());
+        };
         state.restarts = state.restarts.saturating_add(1);
         state.ctx.metrics.actor_restarts.inc();
         tracing::error!(?target, %error, restarts = state.restarts, "core actor failed; restarting from the store");
