@@ -396,3 +396,45 @@ async fn sigterm_stops_a_node_cleanly_and_it_restarts_with_everything() {
     model.apply(&r);
     model.check(&mut c, Duration::from_secs(15)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_binds_on_one_node_get_distinct_ids_and_each_keeps_its_own_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path()).await;
+    let mut c = conns(&cluster).await;
+    // Many grantors of one node bind at once: they live in different account shards, which
+    // must not hand out the same binding serial.
+    let grantors: Vec<_> = (0..24u32).map(|i| adult(BEIJING, 100 + i)).collect();
+    // Each grantor binds a relative of their own (a grantee may have only a few grantors).
+    let pairs: Vec<_> = grantors
+        .iter()
+        .copied()
+        .zip(200u32..)
+        .map(|(grantor, serial)| (grantor, adult(CHONGQING, serial)))
+        .collect();
+    for (grantor, grantee) in &pairs {
+        open(&mut c.beijing, *grantor, yuan(100)).await;
+        open(&mut c.chongqing, *grantee, yuan(10)).await;
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(pairs.len()));
+    let mut tasks = Vec::new();
+    for (grantor, grantee) in pairs {
+        let mut conn = c.beijing.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            (
+                grantor,
+                bind(&mut conn, grantor, grantee, p(CHONGQING), Limits::default()).await,
+            )
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (grantor, id) = task.await.unwrap();
+        assert!(ids.insert(id), "binding id {id} handed out twice");
+        let (as_grantor, _) = c.beijing.bindings(&grantor).await.unwrap();
+        assert_eq!(as_grantor.len(), 1, "{grantor}: {as_grantor:?}");
+        assert_eq!((as_grantor[0].id, as_grantor[0].grantor), (id, grantor));
+    }
+}

@@ -1,6 +1,7 @@
 //! `Store`: the sled database of one node, its trees, atomic apply, reads and recovery scans.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -155,6 +156,9 @@ struct WriterState {
     /// The seq the next audit record gets, and the hash it links to.
     next_audit_seq: u64,
     audit_head_hash: [u8; 32],
+    /// The highest binding serial written: a `Write::BindingSerial` at or below it is dropped,
+    /// so the stored serial only grows whatever order concurrent binds apply in.
+    binding_serial_written: u64,
 }
 
 /// Everything the flusher thread shares with the handles.
@@ -169,6 +173,8 @@ struct Shared {
     /// An apply is a few tens of microseconds; the flush, not the apply, is the bottleneck.
     writer: Mutex<WriterState>,
     durability: Durability,
+    /// The binding serial handed to the next reader (see `LedgerView::binding_serial` below).
+    binding_serial_reserved: AtomicU64,
 }
 
 /// Stops and joins the flusher when the last `Store` handle goes away.
@@ -415,6 +421,10 @@ impl Store {
         })?;
         // A changed newest audit record would be silently extended by the next append: refuse.
         let (next_audit_seq, audit_head_hash) = load_head(&trees[TreeName::Audit.index()])?;
+        let binding_serial = match trees[TreeName::Meta.index()].get(META_BINDING_SERIAL)? {
+            Some(bytes) => decode_u64(TreeName::Meta.name(), &bytes)?,
+            None => 0,
+        };
         let shared = Arc::new(Shared {
             db,
             trees,
@@ -423,8 +433,10 @@ impl Store {
                 last_ticket: 0,
                 next_audit_seq,
                 audit_head_hash,
+                binding_serial_written: binding_serial,
             }),
             durability: Durability::new(last_journal_seq),
+            binding_serial_reserved: AtomicU64::new(binding_serial),
         });
         let for_flusher = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -468,8 +480,20 @@ impl Store {
                 max: WRITE_SET_LEN_MAX,
             });
         }
-        let (checks, ops) = encode_writes(writes)?;
+        let (checks, mut ops) = encode_writes(writes)?;
         let mut writer = lock_writer(shared);
+        let serial_written = writes
+            .iter()
+            .filter_map(|write| match write {
+                Write::BindingSerial(serial) => Some(*serial),
+                _ => None,
+            })
+            .max();
+        if let Some(serial) = serial_written {
+            if serial <= writer.binding_serial_written {
+                ops.retain(|op| !matches!(op, Op::Put { tree: TreeName::Meta, key, .. } if key == META_BINDING_SERIAL));
+            }
+        }
         if ops.is_empty() {
             return Ok(Applied {
                 ticket: writer.last_ticket,
@@ -490,6 +514,12 @@ impl Store {
             Err(TransactionError::Storage(error)) => return Err(write_failed(shared, error)),
         };
         writer.last_ticket = ticket;
+        if let Some(serial) = serial_written {
+            writer.binding_serial_written = writer.binding_serial_written.max(serial);
+            // A serial written without being handed out (a repair, a test) is not handed out
+            // afterwards either.
+            shared.binding_serial_reserved.fetch_max(serial, Ordering::SeqCst);
+        }
         if let Some(last) = journal_seqs.last() {
             // The transaction aborts before using u64::MAX, so this cannot saturate.
             writer.next_journal_seq = last.saturating_add(1);
@@ -864,8 +894,14 @@ impl LedgerView for Store {
     fn credit(&self, id: &CreditId) -> Result<Option<CreditRecord>, StoreError> {
         self.get(TreeName::Credits, "credit id", id)
     }
+    /// Not a plain read: each call hands out a value no other call got. The core allocates a
+    /// binding's id as this serial plus one, and the node's account shards bind concurrently;
+    /// with a plain read two shards could take the same id and the second binding would
+    /// overwrite the first. A value handed out but never written leaves a gap, which is
+    /// harmless; a value written is never handed out again, also after a restart (the stored
+    /// serial only grows, see `WriterState::binding_serial_written`).
     fn binding_serial(&self) -> Result<u64, StoreError> {
-        Ok(self.read_meta(META_BINDING_SERIAL)?.unwrap_or(0))
+        Ok(self.shared().binding_serial_reserved.fetch_add(1, Ordering::SeqCst))
     }
     fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>, StoreError> {
         self.get(TreeName::Transfers, "transfer id", id)

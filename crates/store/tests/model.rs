@@ -131,7 +131,9 @@ fn assert_same(store: &Store, mem: &MemLedger) {
         assert_eq!(store.refund(&refund_id(i)).unwrap(), mem.refund(&refund_id(i)).unwrap());
         assert_eq!(store.credit(&credit_id(i)).unwrap(), mem.credit(&credit_id(i)).unwrap());
     }
-    assert_eq!(store.binding_serial().unwrap(), mem.binding_serial().unwrap());
+    // The store hands out binding serials (each read a new one, never one at or below a
+    // written serial); the in-memory ledger of a single-threaded core just reads the last one.
+    assert!(store.binding_serial().unwrap() >= mem.binding_serial().unwrap());
     let tables = mem.tables();
     assert_eq!(
         store.live_holds().unwrap().into_iter().collect::<BTreeSet<_>>(),

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::*;
 use exchange_core::ledger::{LedgerView, Write};
 use exchange_core::records::JournalEntry;
@@ -458,10 +460,6 @@ fn garbage_on_disk_is_corrupt_not_a_panic() {
             .unwrap()
             .insert(&[0x81, 0xa1, b'X', 0xc0][..], &[][..])
             .unwrap();
-        db.open_tree("meta")
-            .unwrap()
-            .insert(b"sys/binding_serial", &[1, 2, 3][..])
-            .unwrap();
         db.open_tree("journal")
             .unwrap()
             .insert(1u64.to_be_bytes(), &[0x92, 0x01][..])
@@ -477,7 +475,6 @@ fn garbage_on_disk_is_corrupt_not_a_panic() {
     corrupt(store.settlement(&settlement_id(1)).map(drop));
     corrupt(store.live_holds().map(drop));
     corrupt(store.outbox().map(drop));
-    corrupt(store.binding_serial().map(drop));
     corrupt(store.journal_from(0, 10).map(drop));
     corrupt(store.for_each_account(|_| ()).map(drop));
     // A fence compare-and-set over a corrupt fence rejects the set rather than overwriting.
@@ -506,4 +503,50 @@ fn a_journal_key_that_is_not_eight_bytes_fails_open() {
     }
     let result = exchange_store::Store::open(dir.path(), &test_config());
     assert!(matches!(result, Err(StoreError::Corrupt { tree: "journal", .. })));
+}
+
+#[test]
+fn binding_serials_are_handed_out_once_and_the_stored_serial_only_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = std::sync::Arc::new(open(dir.path()));
+        // Concurrent readers (the node's account shards) never get the same serial.
+        let handed: Vec<u64> = std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..8)
+                .map(|_| {
+                    let store = &store;
+                    scope.spawn(move || (0..50).map(|_| store.binding_serial().unwrap()).collect::<Vec<_>>())
+                })
+                .collect();
+            readers.into_iter().flat_map(|r| r.join().unwrap()).collect()
+        });
+        let distinct: BTreeSet<u64> = handed.iter().copied().collect();
+        assert_eq!(distinct.len(), handed.len());
+        // Binds apply out of order: the later, lower serial does not lower the stored one.
+        store.apply(&[Write::BindingSerial(9)]).unwrap();
+        store.apply(&[Write::BindingSerial(7)]).unwrap();
+        store.flush_blocking().unwrap();
+    }
+    let store = open(dir.path());
+    assert!(store.binding_serial().unwrap() >= 9);
+}
+
+#[test]
+fn a_garbage_binding_serial_fails_open_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(b"sys/binding_serial", &[1, 2, 3][..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    // The serial is loaded at open (binding ids are handed out from it): refuse to serve on it.
+    let opened = exchange_store::Store::open(dir.path(), &exchange_store::StoreConfig::default());
+    assert!(
+        matches!(opened, Err(StoreError::Corrupt { tree: "meta", .. })),
+        "{:?}",
+        opened.err()
+    );
 }
