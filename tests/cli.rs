@@ -15,7 +15,7 @@ fn help_lists_every_subcommand() {
     let output = exchange(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8_lossy(&output.stdout);
-    for subcommand in ["demo", "certs", "start", "ctl", "sim", "monitor", "bench"] {
+    for subcommand in ["demo", "certs", "start", "ctl", "sim", "monitor", "bench", "chaos"] {
         assert!(
             help.lines().any(|line| line.trim_start().starts_with(subcommand)),
             "{subcommand} missing from --help:\n{help}"
@@ -106,4 +106,24 @@ fn bad_input_exits_2_with_a_reason_and_no_panic() {
         assert!(stderr.contains(reason), "{args:?} should say {reason:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn chaos_runs_from_the_command_line_and_reports_its_json_keys() {
+    // A short run: the thorough one is tests/chaos.rs; this checks the operator's command.
+    let output = exchange(&["chaos", "--duration", "4", "--seed", "7", "--json"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for key in ["operations", "kills", "partitions", "violations", "seed"] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    assert_eq!(report["violations"], 0, "{report}");
+    assert_eq!(report["seed"], 7);
+    assert!(report["operations"].as_u64().unwrap() > 0, "{report}");
+    // Bad input is refused before anything starts.
+    let output = exchange(&["chaos", "--duration", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--duration"));
 }
