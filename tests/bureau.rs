@@ -19,7 +19,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,21 +41,8 @@ async fn ctl(config: &Path, args: &[impl AsRef<str>]) -> (i32, Value, String) {
     let config = config.to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let output = Command::new(exe())
-            .arg("ctl")
-            .arg("--config")
-            .arg(&config)
-            .arg("--json")
-            .args(&args)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-        (
-            output.status.code().unwrap_or(-1),
-            serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-            stderr,
-        )
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::ctl(&config, &args)
     })
     .await
     .unwrap()
@@ -882,14 +868,6 @@ async fn wait_binding(config: &Path, person: &PersonId, role: &str, binding: &st
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn around_today() -> (String, String) {
-    let today = exchange_pki::time::OffsetDateTime::now_utc()
-        .to_offset(exchange_pki::time::UtcOffset::from_hms(8, 0, 0).unwrap())
-        .date();
-    let day = |d: exchange_pki::time::Date| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
-    (day(today.previous_day().unwrap()), day(today.next_day().unwrap()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@ mod common;
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use common::*;
@@ -17,22 +16,6 @@ const ACCOUNTS: u64 = 3000;
 
 fn synthetic(code: u32, serial: u64) -> PersonId {
     PersonId::synthetic(code, serial)
-}
-
-/// Runs `exchange ctl --config CONFIG --json ARGS...`; returns the exit code and the JSON summary.
-fn ctl(config: &Path, args: &[&str]) -> (i32, Value, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_exchange"))
-        .arg("ctl")
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    let summary = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (output.status.code().unwrap_or(-1), summary, stderr)
 }
 
 fn counts(summary: &Value) -> [u64; 5] {

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -16,39 +14,8 @@ use exchange_core::records::RefundRequest;
 use exchange_core::{Limits, RefundId, SettlementId};
 use exchange_pki::{PeerIdentity, PkiLayout};
 use exchange_proto::pb;
-use serde_json::Value;
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-/// Runs `exchange ctl --config CONFIG --json ARGS...`; returns the exit code, the JSON printed
-/// and stderr.
-fn ctl(config: &Path, args: &[&str]) -> (i32, Value, String) {
-    let output = Command::new(exe())
-        .arg("ctl")
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    (
-        output.status.code().unwrap_or(-1),
-        serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-        stderr,
-    )
-}
-
-/// Yesterday and tomorrow in China Standard Time, as YYYY-MM-DD: a period that surely holds
-/// everything this test does.
-fn around_today() -> (String, String) {
-    let today = exchange_pki::time::OffsetDateTime::now_utc()
-        .to_offset(exchange_pki::time::UtcOffset::from_hms(8, 0, 0).unwrap())
-        .date();
-    let day = |d: exchange_pki::time::Date| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
-    (day(today.previous_day().unwrap()), day(today.next_day().unwrap()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_clearing_and_reconciliation_agree_across_three_provinces() {

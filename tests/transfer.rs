@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,26 +20,6 @@ use serde_json::{Value, json};
 /// Short protocol timings, and no quiet hours: the national 22:00-06:00 rule would make this
 /// test depend on the hour it runs at (the core's tests check the rule at fixed times).
 const CONFIG: &str = "\n[protocol]\nvote_timeout_ms = 1000\nhold_timeout_ms = 4000\ncommit_margin_ms = 1500\nquery_retry_ms = 500\nresend_initial_ms = 200\nresend_max_ms = 1000\n\n[policy.wallet]\nquiet_from_minute = 0\nquiet_until_minute = 0\n";
-
-/// Runs `exchange ctl --config CONFIG --json ARGS...`; returns the exit code, the JSON printed
-/// and stderr.
-fn ctl(config: &Path, args: &[&str]) -> (i32, Value, String) {
-    let output = Command::new(exe())
-        .arg("ctl")
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    (
-        output.status.code().unwrap_or(-1),
-        serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-        stderr,
-    )
-}
 
 fn transfer_args<'a>(id: &'a str, grantor: &'a str, binding: &'a str, amount: &'a str) -> Vec<&'a str> {
     vec![

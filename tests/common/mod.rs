@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use exchange_core::binding::{BindRequest, DocumentKind, Evidence};
@@ -15,6 +16,7 @@ use exchange_core::{
 };
 use exchange_node::client::BureauConn;
 use exchange_node::cluster::{ClusterOptions, LocalCluster};
+use serde_json::Value;
 
 pub const BEIJING: u32 = 110000;
 pub const CHONGQING: u32 = 500000;
@@ -30,6 +32,36 @@ pub fn yuan(value: u64) -> Money {
 
 pub fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_exchange"))
+}
+
+/// Runs `exchange ctl --config CONFIG --json ARGS...`; returns the exit code, the JSON printed
+/// (`Null` when nothing parseable was printed) and stderr.
+pub fn ctl(config: &Path, args: &[&str]) -> (i32, Value, String) {
+    let output = Command::new(exe())
+        .arg("ctl")
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (
+        output.status.code().unwrap_or(-1),
+        serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
+        stderr,
+    )
+}
+
+/// Yesterday and tomorrow in China Standard Time, as YYYY-MM-DD: a period that surely holds
+/// everything a test does.
+pub fn around_today() -> (String, String) {
+    let today = exchange_pki::time::OffsetDateTime::now_utc()
+        .to_offset(exchange_pki::time::UtcOffset::from_hms(8, 0, 0).unwrap())
+        .date();
+    let day = |d: exchange_pki::time::Date| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
+    (day(today.previous_day().unwrap()), day(today.next_day().unwrap()))
 }
 
 /// Three provinces as real processes, with short protocol timeouts so recovery is quick.
