@@ -165,6 +165,29 @@ impl BureauService {
         result.map(Response::new)
     }
 
+    /// A read that scans the journal: authorized, run off the async workers (a scan may be
+    /// long), and audited.
+    async fn journal_read<Q, R>(
+        &self,
+        mut request: Request<Q>,
+        action: &'static str,
+        read: fn(&Context, Q) -> Result<R, Status>,
+    ) -> Result<Response<R>, Status>
+    where
+        Q: Debug + Send + 'static,
+        R: Send + 'static,
+    {
+        let admitted = self.authorize(&mut request, action)?;
+        let ctx = self.ctx.clone();
+        let request = request.into_inner();
+        let detail = summary(&request);
+        let result = tokio::task::spawn_blocking(move || read(&ctx, request))
+            .await
+            .map_err(|error| Status::internal(format!("{action}: {error}")))
+            .and_then(|answer| answer);
+        self.audited_read(&admitted.caller.actor, action, detail, result)
+    }
+
     /// Runs an action through the core between its audit intent and its audit outcome. The
     /// intent is written before the core sees the request, so the durable wait of whatever the
     /// action writes or answers covers it; an action that cannot be recorded is not run. The
@@ -379,33 +402,12 @@ impl Bureau for BureauService {
         bureau_call!(self, request, "transfer", Transfer, Transferred)
     }
 
-    async fn records(&self, mut request: Request<pb::RecordsRequest>) -> Result<Response<pb::RecordsPage>, Status> {
-        let admitted = self.authorize(&mut request, "records")?;
-        let actor = &admitted.caller.actor;
-        let ctx = self.ctx.clone();
-        let request = request.into_inner();
-        let detail = summary(&request);
-        let result = tokio::task::spawn_blocking(move || crate::records::records(&ctx, request))
-            .await
-            .map_err(|error| Status::internal(format!("records: {error}")))
-            .and_then(|page| page);
-        self.audited_read(actor, "records", detail, result)
+    async fn records(&self, request: Request<pb::RecordsRequest>) -> Result<Response<pb::RecordsPage>, Status> {
+        self.journal_read(request, "records", crate::records::records).await
     }
 
-    async fn clearing(
-        &self,
-        mut request: Request<pb::ClearingRequest>,
-    ) -> Result<Response<pb::ClearingReport>, Status> {
-        let admitted = self.authorize(&mut request, "clearing")?;
-        let actor = &admitted.caller.actor;
-        let ctx = self.ctx.clone();
-        let request = request.into_inner();
-        let detail = summary(&request);
-        let result = tokio::task::spawn_blocking(move || crate::records::clearing(&ctx, request))
-            .await
-            .map_err(|error| Status::internal(format!("clearing: {error}")))
-            .and_then(|report| report);
-        self.audited_read(actor, "clearing", detail, result)
+    async fn clearing(&self, request: Request<pb::ClearingRequest>) -> Result<Response<pb::ClearingReport>, Status> {
+        self.journal_read(request, "clearing", crate::records::clearing).await
     }
 
     async fn reconcile(
