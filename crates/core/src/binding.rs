@@ -166,6 +166,19 @@ impl Binding {
         self.status == BindingStatus::Active
     }
 
+    /// Why this binding may not move money now (a settlement leg or a wallet transfer), if it
+    /// may not: only an active mutual-aid binding pays.
+    pub fn money_refusal(&self) -> Option<crate::reason::Refusal> {
+        use crate::reason::Refusal;
+        match self.status {
+            BindingStatus::Active => {}
+            BindingStatus::Pending => return Some(Refusal::BindingPending),
+            BindingStatus::Refused => return Some(Refusal::UnknownBinding),
+            BindingStatus::Revoked { .. } => return Some(Refusal::BindingRevoked),
+        }
+        (self.kind != BindingKind::MutualAid).then_some(Refusal::NotMutualAid)
+    }
+
     /// What the monthly limit still allows in `month` (None = no monthly limit).
     pub fn monthly_remaining(&self, month: YearMonth) -> Option<Money> {
         let used = if self.usage_month == month {

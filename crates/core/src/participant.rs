@@ -5,7 +5,7 @@
 //! coordinator says so. A hold it voted yes on is never released on its own: past its deadline
 //! the participant asks the coordinator until it gets an answer.
 
-use crate::binding::{Binding, BindingKind, BindingStatus};
+use crate::binding::Binding;
 use crate::config::ProtocolConfig;
 use crate::effects::{Effects, Note, TimerKind};
 use crate::error::HandlerError;
@@ -137,14 +137,8 @@ impl Participant<'_> {
                 if binding.grantee_province != from {
                     return Ok(Err(Refusal::NotAuthorized));
                 }
-                match binding.status {
-                    BindingStatus::Active => {}
-                    BindingStatus::Pending => return Ok(Err(Refusal::BindingPending)),
-                    BindingStatus::Refused => return Ok(Err(Refusal::UnknownBinding)),
-                    BindingStatus::Revoked { .. } => return Ok(Err(Refusal::BindingRevoked)),
-                }
-                if binding.kind != BindingKind::MutualAid {
-                    return Ok(Err(Refusal::NotMutualAid));
+                if let Some(refusal) = binding.money_refusal() {
+                    return Ok(Err(refusal));
                 }
                 Some(binding)
             }

@@ -27,7 +27,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::binding::{BindingKind, BindingStatus};
 use crate::config::ProtocolConfig;
 use crate::effects::{Effects, Note, ReplyTo, TimerKind};
 use crate::error::{ClientError, ErrorKind, HandlerError};
@@ -655,14 +654,8 @@ impl Participant<'_> {
         if binding.grantor != leg.account || binding.grantee != prepare.patient {
             return Ok(Err(Refusal::GranteeMismatch));
         }
-        match binding.status {
-            BindingStatus::Active => {}
-            BindingStatus::Pending => return Ok(Err(Refusal::BindingPending)),
-            BindingStatus::Refused => return Ok(Err(Refusal::UnknownBinding)),
-            BindingStatus::Revoked { .. } => return Ok(Err(Refusal::BindingRevoked)),
-        }
-        if binding.kind != BindingKind::MutualAid {
-            return Ok(Err(Refusal::NotMutualAid));
+        if let Some(refusal) = binding.money_refusal() {
+            return Ok(Err(refusal));
         }
         if let Some(refusal) = account.payment_refusal() {
             return Ok(Err(refusal));
@@ -717,14 +710,8 @@ impl Participant<'_> {
         if copy.grantee != leg.account || prepare.patient != leg.account {
             return Ok(Err(Refusal::GranteeMismatch));
         }
-        match copy.status {
-            BindingStatus::Active => {}
-            BindingStatus::Pending => return Ok(Err(Refusal::BindingPending)),
-            BindingStatus::Refused => return Ok(Err(Refusal::UnknownBinding)),
-            BindingStatus::Revoked { .. } => return Ok(Err(Refusal::BindingRevoked)),
-        }
-        if copy.kind != BindingKind::MutualAid {
-            return Ok(Err(Refusal::NotMutualAid));
+        if let Some(refusal) = copy.money_refusal() {
+            return Ok(Err(refusal));
         }
         let Some(account) = view.account(&leg.account).map_err(storage)? else {
             return Ok(Err(Refusal::UnknownAccount));
