@@ -2,7 +2,7 @@
 //! a gap-free journal, and grouped flushes that acknowledge nothing before it is on disk.
 //!
 //! The core decides; this crate only stores. A handler's [`exchange_core::ledger::Write`] list
-//! goes through [`Store::apply`] as one sled multi-tree transaction, and the reply that depends
+//! goes through [`Store::apply`] atomically (a redo record, then plain inserts: see `redo.rs`), and the reply that depends
 //! on it waits for [`Store::durable`] (or [`Store::flush_blocking`]) before it leaves the node.
 //!
 //! Architecture invariant: every write goes through one writer lock (`apply`, meta counters,
@@ -22,6 +22,7 @@ mod bench;
 mod codec;
 mod durability;
 mod error;
+mod redo;
 mod store;
 
 pub use audit::{

@@ -14,13 +14,12 @@ use exchange_core::person::{PERSON_ID_LEN, PersonId};
 use exchange_core::records::{
     CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord, TransferRecord, WalletUsage,
 };
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::audit::{AUDIT_TREE, AuditEntry, AuditRecord, AuditVerification, load_head, verify_tree};
 use crate::codec::{account_journal_key, decode, decode_u64, encode_key, encode_value, journal_key};
 use crate::durability::{Durability, StoreStats};
 use crate::error::StoreError;
+use crate::redo::{self, REDO_KEY, RedoOp};
 use crate::{
     AUDIT_PAGE_LEN_MAX, CACHE_CAPACITY_BYTES_DEFAULT, JOURNAL_PAGE_LEN_MAX, META_NAME_BYTES_MAX, OPEN_LOCK_RETRY_MS,
     OPEN_LOCK_WAIT_MS_MAX, WRITE_SET_LEN_MAX,
@@ -62,7 +61,7 @@ pub struct Applied {
     pub journal_seqs: Vec<u64>,
 }
 
-/// The trees, in the order of the transaction's view.
+/// The trees of the store, in a fixed order (a redo record names trees by this index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TreeName {
     Accounts,
@@ -85,13 +84,14 @@ enum TreeName {
     /// empty value; so a person's history is one range scan, newest first.
     AccountJournal,
     Meta,
-    /// The operator audit log (see `audit.rs`); written outside the write-set transactions,
-    /// so it is last and not part of their view.
+    /// The operator audit log (see `audit.rs`); written outside the write sets.
     Audit,
+    /// The last write set, resolved, written before its changes (see `redo.rs`).
+    Redo,
 }
 
 impl TreeName {
-    const ALL: [TreeName; 17] = [
+    const ALL: [TreeName; 18] = [
         TreeName::Accounts,
         TreeName::Bindings,
         TreeName::BindingCopies,
@@ -109,10 +109,8 @@ impl TreeName {
         TreeName::AccountJournal,
         TreeName::Meta,
         TreeName::Audit,
+        TreeName::Redo,
     ];
-
-    /// How many trees (the first ones of `ALL`) a write set's transaction spans.
-    const TRANSACTIONAL: usize = TreeName::Audit as usize;
 
     fn name(self) -> &'static str {
         match self {
@@ -133,6 +131,7 @@ impl TreeName {
             TreeName::AccountJournal => "account_journal",
             TreeName::Meta => "meta",
             TreeName::Audit => AUDIT_TREE,
+            TreeName::Redo => "redo",
         }
     }
 
@@ -167,10 +166,10 @@ struct Shared {
     db: sled::Db,
     /// Indexed by `TreeName::index`.
     trees: Vec<sled::Tree>,
-    /// Single writer: applies are serialised so journal order equals apply order and tickets
-    /// are handed out in the order writes land. sled transactions would allow concurrent
-    /// writers, but then two sets could commit in the opposite order of their journal seqs.
-    /// An apply is a few tens of microseconds; the flush, not the apply, is the bottleneck.
+    /// Single writer: applies are serialised so journal order equals apply order, tickets
+    /// are handed out in the order writes land, fence compare-and-sets read what no one else
+    /// can change meanwhile, and sled sees a set's redo record before its changes (the
+    /// atomicity argument of `redo.rs` rests on that order).
     writer: Mutex<WriterState>,
     durability: Durability,
     /// The binding serial handed to the next reader (see `LedgerView::binding_serial` below).
@@ -201,7 +200,7 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// One encoded change, prepared outside the transaction (whose closure may run more than once).
+/// One encoded change, prepared before the writer lock is taken.
 #[derive(Debug)]
 enum Op {
     Put {
@@ -226,22 +225,6 @@ struct FenceCheck<'a> {
     leg: &'a LegId,
     key: Vec<u8>,
     expected: Option<&'a Fence>,
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-fn abort<T>(error: StoreError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(error))
-}
-
-fn tx_tree(view: &[TransactionalTree], tree: TreeName) -> TxResult<&TransactionalTree> {
-    match view.get(tree.index()) {
-        Some(found) => Ok(found),
-        None => abort(StoreError::Transaction(format!(
-            "tree {} missing from the transaction",
-            tree.name()
-        ))),
-    }
 }
 
 fn lock_writer(shared: &Shared) -> MutexGuard<'_, WriterState> {
@@ -348,52 +331,91 @@ fn encode_writes(writes: &[Write]) -> Result<(Vec<FenceCheck<'_>>, Vec<Op>), Sto
     Ok((checks, ops))
 }
 
-/// The transaction body: check every fence against the state before the set (as
-/// `MemLedger` does), then apply the set in order. Pure over sled, so it may be retried.
-fn run_transaction(
-    view: &[TransactionalTree],
+/// Checks every fence against the state before the set (as `MemLedger` does) and resolves
+/// the set into whole-value puts and removes, giving journal entries the sequence numbers
+/// from `first_journal_seq` on. Called under the writer lock, so nothing changes meanwhile.
+fn resolve(
+    fences: &sled::Tree,
     checks: &[FenceCheck<'_>],
-    ops: &[Op],
+    ops: Vec<Op>,
     first_journal_seq: u64,
-) -> TxResult<Vec<u64>> {
-    let fences = tx_tree(view, TreeName::Fences)?;
+) -> Result<(Vec<RedoOp>, Vec<u64>), StoreError> {
     for check in checks {
         let found = match fences.get(check.key.as_slice())? {
-            Some(bytes) => match decode::<Fence>(TreeName::Fences.name(), &bytes) {
-                Ok(fence) => Some(fence),
-                Err(error) => return abort(error),
-            },
+            Some(bytes) => Some(decode::<Fence>(TreeName::Fences.name(), &bytes)?),
             None => None,
         };
         if found.as_ref() != check.expected {
-            return abort(StoreError::FenceConflict { leg: check.leg.clone() });
+            return Err(StoreError::FenceConflict { leg: check.leg.clone() });
         }
     }
+    let tree = |name: TreeName| name as u8;
+    let mut resolved = Vec::with_capacity(ops.len() + 4);
     let mut journal_seqs = Vec::new();
     let mut next_seq = first_journal_seq;
     for op in ops {
         match op {
-            Op::Put { tree, key, value } => {
-                tx_tree(view, *tree)?.insert(key.as_slice(), value.as_slice())?;
-            }
-            Op::Remove { tree, key } => {
-                tx_tree(view, *tree)?.remove(key.as_slice())?;
-            }
+            Op::Put { tree: name, key, value } => resolved.push(RedoOp {
+                tree: tree(name),
+                key,
+                value: Some(value),
+            }),
+            Op::Remove { tree: name, key } => resolved.push(RedoOp {
+                tree: tree(name),
+                key,
+                value: None,
+            }),
             Op::Journal { value, account } => {
-                tx_tree(view, TreeName::Journal)?.insert(&journal_key(next_seq), value.as_slice())?;
+                resolved.push(RedoOp {
+                    tree: tree(TreeName::Journal),
+                    key: journal_key(next_seq).to_vec(),
+                    value: Some(value),
+                });
                 if let Some(person) = account {
-                    tx_tree(view, TreeName::AccountJournal)?
-                        .insert(account_journal_key(person, next_seq).as_slice(), &[])?;
+                    resolved.push(RedoOp {
+                        tree: tree(TreeName::AccountJournal),
+                        key: account_journal_key(&person, next_seq).to_vec(),
+                        value: Some(Vec::new()),
+                    });
                 }
                 journal_seqs.push(next_seq);
-                next_seq = match next_seq.checked_add(1) {
-                    Some(seq) => seq,
-                    None => return abort(StoreError::Transaction("journal sequence exhausted".to_string())),
-                };
+                next_seq = next_seq
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError::Transaction("journal sequence exhausted".to_string()))?;
             }
         }
     }
-    Ok(journal_seqs)
+    Ok((resolved, journal_seqs))
+}
+
+/// Applies resolved changes to the trees, one plain insert or remove each.
+fn apply_resolved(trees: &[sled::Tree], ops: &[RedoOp]) -> Result<(), sled::Error> {
+    for op in ops {
+        // `decode` and `resolve` only produce indices of `TreeName::ALL`.
+        let Some(tree) = trees.get(usize::from(op.tree)) else {
+            continue;
+        };
+        match &op.value {
+            Some(value) => tree.insert(op.key.as_slice(), value.as_slice())?,
+            None => tree.remove(op.key.as_slice())?,
+        };
+    }
+    Ok(())
+}
+
+/// At open: applies the last write set's redo record again (it may have been torn by a
+/// crash; applying it twice is the same as once), makes that durable, then drops the record.
+fn replay_redo(db: &sled::Db, trees: &[sled::Tree]) -> Result<usize, StoreError> {
+    let redo_tree = &trees[TreeName::Redo.index()];
+    let Some(bytes) = redo_tree.get(REDO_KEY)? else {
+        return Ok(0);
+    };
+    let ops = redo::decode(&bytes, trees.len())?;
+    apply_resolved(trees, &ops)?;
+    db.flush()?;
+    redo_tree.remove(REDO_KEY)?;
+    db.flush()?;
+    Ok(ops.len())
 }
 
 impl Store {
@@ -410,6 +432,7 @@ impl Store {
             .iter()
             .map(|tree| db.open_tree(tree.name()))
             .collect::<Result<Vec<_>, _>>()?;
+        replay_redo(&db, &trees)?;
         let journal = &trees[TreeName::Journal.index()];
         let last_journal_seq = match journal.last()? {
             Some((key, _)) => decode_u64(TreeName::Journal.name(), &key)?,
@@ -460,7 +483,8 @@ impl Store {
         &self.shared().trees[tree.index()]
     }
 
-    /// Applies one write set atomically, in one sled transaction over all trees.
+    /// Applies one write set atomically: its redo record first, then its changes (see
+    /// `redo.rs` for why that is atomic across a crash and why it is not a sled transaction).
     ///
     /// Every `Write::Fence` is a compare-and-set against the state before the set: if any
     /// stored fence differs from its `expected`, nothing is written and the answer is
@@ -500,19 +524,21 @@ impl Store {
                 journal_seqs: Vec::new(),
             });
         }
-        let first_journal_seq = writer.next_journal_seq;
-        // Taken before the write so nothing can fail between the commit and its ticket.
+        // Taken before the write so nothing can fail between the write and its ticket.
         let ticket = following_ticket(&writer)?;
-        let result: Result<Vec<u64>, TransactionError<StoreError>> = shared
-            .trees
-            .get(..TreeName::TRANSACTIONAL)
-            .unwrap_or_default()
-            .transaction(|view| run_transaction(view, &checks, &ops, first_journal_seq));
-        let journal_seqs = match result {
-            Ok(seqs) => seqs,
-            Err(TransactionError::Abort(error)) => return Err(error),
-            Err(TransactionError::Storage(error)) => return Err(write_failed(shared, error)),
-        };
+        let (resolved, journal_seqs) = resolve(self.tree(TreeName::Fences), &checks, ops, writer.next_journal_seq)?;
+        let record = redo::encode(&resolved)?;
+        self.tree(TreeName::Redo)
+            .insert(REDO_KEY, record)
+            .map_err(|error| write_failed(shared, error))?;
+        if let Err(error) = apply_resolved(&shared.trees, &resolved) {
+            // Part of the set may be in the trees: only replaying the redo record at the next
+            // open makes it whole, so nothing may be acknowledged until then.
+            let _sticky = shared
+                .durability
+                .fail(format!("sled write failed inside a write set: {error}"));
+            return Err(StoreError::Sled(error));
+        }
         writer.last_ticket = ticket;
         if let Some(serial) = serial_written {
             writer.binding_serial_written = writer.binding_serial_written.max(serial);
@@ -521,7 +547,7 @@ impl Store {
             shared.binding_serial_reserved.fetch_max(serial, Ordering::SeqCst);
         }
         if let Some(last) = journal_seqs.last() {
-            // The transaction aborts before using u64::MAX, so this cannot saturate.
+            // `resolve` refuses a set that would use u64::MAX, so this cannot saturate.
             writer.next_journal_seq = last.saturating_add(1);
             shared.durability.note_journal(*last);
         }
@@ -981,6 +1007,68 @@ mod tests {
             counterparty: None,
             reference: None,
         }
+    }
+
+    /// What a crash inside an apply leaves: the set's redo record and only part of its
+    /// changes on disk. Open must make the set whole; an earlier set must stay as it was.
+    #[test]
+    fn a_write_set_torn_by_a_crash_is_made_whole_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            cache_capacity_bytes: 1 << 20,
+            flush_every_ms: None,
+        };
+        let serial = |store: &Store| store.read_meta(META_BINDING_SERIAL).unwrap();
+        {
+            let store = Store::open(dir.path(), &config).unwrap();
+            store
+                .apply(&[Write::Journal(entry(1)), Write::BindingSerial(7)])
+                .unwrap();
+            // The next set, applied by hand up to the crash point: its record, then one of
+            // its three changes, then the lights go out (a flush stands in for the disk
+            // having taken what sled was given).
+            let writes = [
+                Write::Journal(entry(2)),
+                Write::BindingSerial(9),
+                Write::Journal(entry(3)),
+            ];
+            let (checks, ops) = encode_writes(&writes).unwrap();
+            let shared = store.shared();
+            let (resolved, seqs) = resolve(store.tree(TreeName::Fences), &checks, ops, 2).unwrap();
+            assert_eq!(seqs, vec![2, 3]);
+            store
+                .tree(TreeName::Redo)
+                .insert(REDO_KEY, redo::encode(&resolved).unwrap())
+                .unwrap();
+            apply_resolved(&shared.trees, &resolved[..1]).unwrap();
+            shared.db.flush().unwrap();
+            assert_eq!(store.last_journal_seq().unwrap(), 2);
+            assert_eq!(serial(&store), Some(7));
+        }
+        let store = Store::open(dir.path(), &config).unwrap();
+        let journal: Vec<_> = store.journal_from(0, 10).unwrap();
+        assert_eq!(journal, vec![(1, entry(1)), (2, entry(2)), (3, entry(3))]);
+        assert_eq!(serial(&store), Some(9));
+        // The record is gone once replayed, and new entries continue the journal.
+        assert!(store.tree(TreeName::Redo).get(REDO_KEY).unwrap().is_none());
+        assert_eq!(store.apply(&[Write::Journal(entry(4))]).unwrap().journal_seqs, vec![4]);
+    }
+
+    /// A redo record that does not decode fails open with the reason, rather than being
+    /// skipped (skipping it could leave a torn set behind).
+    #[test]
+    fn a_garbage_redo_record_fails_open_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            db.open_tree("redo")
+                .unwrap()
+                .insert(REDO_KEY, &[1, 0, 0, 0, 9][..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let error = Store::open(dir.path(), &StoreConfig::default()).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { tree: "redo", .. }), "{error}");
     }
 
     /// Readers outside the node see a journal entry only once it is on disk, and never one
