@@ -90,6 +90,8 @@ pub struct BenchOptions {
     pub postgres_workers: usize,
     /// Extra TOML for every node's configuration (e.g. `[tuning]`).
     pub extra_config: String,
+    /// Runtime threads of every node (0: one per core).
+    pub node_threads: usize,
     /// Keep the cluster's directory (printed) instead of removing it.
     pub keep_dir: bool,
     /// Progress lines on stderr.
@@ -114,6 +116,9 @@ impl BenchOptions {
         }
         if self.self_pay_fen == 0 || self.self_pay_fen > 100_000 {
             return bad("--self-pay-fen must be 1 to 100,000");
+        }
+        if self.node_threads > exchange_node::config::WORKER_THREADS_MAX {
+            return bad("--node-threads must be 0 (one per core) to 256");
         }
         if self.accounts > crate::loader::BULK_ACCOUNTS_MAX {
             return bad("--accounts is at most 36,000,000 (one synthetic region code)");
@@ -470,6 +475,7 @@ pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError
         let cluster_options = ClusterOptions {
             metrics: true,
             extra_config: options.extra_config.clone(),
+            worker_threads: Some(options.node_threads),
             ..ClusterOptions::default()
         };
         let mut cluster = LocalCluster::launch(&options.exe, &dir, &provinces, &cluster_options).await?;

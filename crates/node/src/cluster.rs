@@ -31,6 +31,8 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// Serve `/metrics` on a free port.
     pub metrics: bool,
+    /// `--worker-threads` of every node (`None`: the configuration's, one per core).
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ClusterOptions {
@@ -40,6 +42,7 @@ impl Default for ClusterOptions {
             peer_address_override: BTreeMap::new(),
             log_level: "warn".into(),
             metrics: false,
+            worker_threads: None,
         }
     }
 }
@@ -61,6 +64,7 @@ pub struct LocalCluster {
     pub dir: PathBuf,
     pub certs_dir: PathBuf,
     exe: PathBuf,
+    worker_threads: Option<usize>,
     pub nodes: BTreeMap<Province, ClusterNode>,
 }
 
@@ -134,6 +138,7 @@ impl LocalCluster {
             dir: dir.to_path_buf(),
             certs_dir: certs_dir.clone(),
             exe: exe.to_path_buf(),
+            worker_threads: options.worker_threads,
             nodes: BTreeMap::new(),
         };
         for province in provinces {
@@ -205,10 +210,12 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&node.log_path)?;
-        let child = Command::new(&self.exe)
-            .arg("start")
-            .arg("--config")
-            .arg(&node.config_path)
+        let mut command = Command::new(&self.exe);
+        command.arg("start").arg("--config").arg(&node.config_path);
+        if let Some(threads) = self.worker_threads {
+            command.arg("--worker-threads").arg(threads.to_string());
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -11,6 +11,8 @@ use serde::Deserialize;
 pub const PEERS_MAX: usize = 30;
 /// Largest configuration file read, in bytes.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+/// Most threads of a node's async runtime (`[tuning] worker_threads`).
+pub const WORKER_THREADS_MAX: usize = 256;
 /// Largest value of a per-identity budget in `[tuning]` (requests in flight, per second, burst).
 pub const IDENTITY_BUDGET_MAX: u64 = 10_000_000;
 
@@ -81,6 +83,10 @@ pub struct Tuning {
     pub peer_requests_per_s: u64,
     /// Requests one peer province's node may send at once after a quiet spell.
     pub peer_burst: u64,
+    /// Threads of the node's async runtime; 0 (the default): one per CPU core. Fewer than the
+    /// cores when several nodes share a machine (the demo, the benchmark) saves the threads
+    /// waking each other to steal work.
+    pub worker_threads: usize,
 }
 
 impl Default for Tuning {
@@ -103,6 +109,7 @@ impl Default for Tuning {
             peer_in_flight_max: 1_024,
             peer_requests_per_s: 50_000,
             peer_burst: 50_000,
+            worker_threads: 0,
         }
     }
 }
@@ -220,6 +227,11 @@ impl NodeConfig {
         self.protocol.validate().map_err(|e| e.to_string())?;
         let t = &self.tuning;
         let in_range = |value: usize, min: usize, max: usize| (min..=max).contains(&value);
+        if t.worker_threads > WORKER_THREADS_MAX {
+            return Err(format!(
+                "tuning: worker_threads must be 0 (one per core) to {WORKER_THREADS_MAX}"
+            ));
+        }
         if !in_range(t.account_shards, 1, 64) || !in_range(t.coordinator_shards, 1, 64) {
             return Err("tuning: account_shards and coordinator_shards must be 1 to 64".into());
         }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use exchange_core::effects::{Effects, Note, ReplyTo};
+use exchange_core::effects::{Effects, ReplyTo};
 use exchange_core::ledger::Write;
 use exchange_core::message::{ClientReply, PeerMessage};
 use exchange_core::node::Input;
@@ -30,7 +30,34 @@ pub struct Outgoing {
     pub ticket: u64,
     pub sends: Vec<(Province, PeerMessage)>,
     pub replies: Vec<(ReplyTo, ClientReply)>,
-    pub notes: Vec<Note>,
+    /// Nobody waits on these effects (see [`Outgoing::is_lazy`]): they may ride on a flush
+    /// someone else asks for.
+    pub lazy: bool,
+}
+
+impl Outgoing {
+    /// Effects are in no hurry when no client waits on them and all they send are
+    /// acknowledgements: an `Ack` only lets the coordinator drop a delivered message from its
+    /// outbox. Everything else (votes, decisions, replies, bindings) is on someone's path.
+    pub fn is_lazy(sends: &[(Province, PeerMessage)], replies: &[(ReplyTo, ClientReply)]) -> bool {
+        replies.is_empty()
+            && sends
+                .iter()
+                .all(|(_, message)| matches!(message, PeerMessage::Ack { .. }))
+    }
+
+    /// Prepares sent by a handler that wrote nothing may leave at once, without waiting for
+    /// other handlers' writes to reach the disk (an empty write set's ticket is the last one
+    /// applied, which would otherwise cost a flush before every settlement's first message).
+    /// Presumed abort makes that safe: a coordinator writes nothing before its decision, so
+    /// a prepare commits it to nothing, and if the node crashes and forgets what the prepare
+    /// was computed from, a participant asking about its hold is told to abort.
+    pub fn remembers_nothing(sends: &[(Province, PeerMessage)], replies: &[(ReplyTo, ClientReply)]) -> bool {
+        replies.is_empty()
+            && sends
+                .iter()
+                .all(|(_, message)| matches!(message, PeerMessage::Prepare(_)))
+    }
 }
 
 /// Clients waiting for their reply, by the `ReplyTo` handed to the core.
@@ -233,15 +260,21 @@ impl NodeContext {
             let delay = self.clock.until(timer.at_mono_ms);
             myself.send_after(delay, move || CoreMsg::Input(Input::Timer(kind)));
         }
-        if effects.sends.is_empty() && effects.replies.is_empty() && effects.notes.is_empty() {
+        // Notes were counted above; only sends and replies wait for the disk.
+        if effects.sends.is_empty() && effects.replies.is_empty() {
             return Ok(());
         }
+        let wrote = !effects.writes.is_empty();
         let outgoing = Outgoing {
             ticket: applied.ticket,
+            lazy: Outgoing::is_lazy(&effects.sends, &effects.replies),
             sends: effects.sends,
             replies: effects.replies,
-            notes: effects.notes,
         };
+        if !wrote && Outgoing::remembers_nothing(&outgoing.sends, &outgoing.replies) {
+            crate::dispatch::deliver(self, outgoing);
+            return Ok(());
+        }
         self.outbound
             .send(outgoing)
             .await

@@ -7,12 +7,17 @@
 //! shares the next one, so under load one fsync covers many applies (sled does ~8,000 flushed
 //! single writes per second, but >100,000 when ~100 writes share a flush).
 //!
+//! A waiter that is in no hurry (an acknowledgement nobody waits on) asks lazily: its ticket
+//! rides on the next flush someone else asks for, or, if nobody does, on a flush the flusher
+//! makes `LAZY_FLUSH_DELAY_MS` later. At low load that saves a flush per settlement; under
+//! load there is always a flush coming anyway.
+//!
 //! We call the blocking `Db::flush()` on our own thread, never `flush_async`: concurrent
 //! `flush_async` calls deadlock in sled 0.34.7 (spacejam/sled#1308).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -26,10 +31,17 @@ pub(crate) struct Published {
     pub(crate) failure: Option<Arc<str>>,
 }
 
+/// Longest a lazily requested ticket waits for a flush when nobody asks for one.
+pub const LAZY_FLUSH_DELAY_MS: u64 = 5;
+
 /// What waiters have asked the flusher for.
 #[derive(Debug, Default)]
 struct Requests {
     requested_ticket: u64,
+    /// The highest ticket asked for lazily, and since when the oldest lazy ask not yet
+    /// flushed has waited.
+    lazy_ticket: u64,
+    lazy_since: Option<Instant>,
     shutdown: bool,
 }
 
@@ -189,6 +201,16 @@ impl Durability {
 
     /// Waits until `ticket` is flushed, asking the flusher for it if needed.
     pub(crate) async fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
+        self.wait_durable_as(ticket, false).await
+    }
+
+    /// Waits until `ticket` is flushed, by the next flush anyone asks for or, at the latest,
+    /// one `LAZY_FLUSH_DELAY_MS` after this ask.
+    pub(crate) async fn wait_durable_lazily(&self, ticket: u64) -> Result<(), StoreError> {
+        self.wait_durable_as(ticket, true).await
+    }
+
+    async fn wait_durable_as(&self, ticket: u64, lazy: bool) -> Result<(), StoreError> {
         let applied = self.applied_ticket();
         if ticket > applied {
             return Err(StoreError::TicketNotApplied { ticket, applied });
@@ -199,7 +221,11 @@ impl Durability {
         if receiver.borrow_and_update().flushed_ticket >= ticket {
             return Ok(());
         }
-        self.request(ticket);
+        if lazy {
+            self.request_lazily(ticket);
+        } else {
+            self.request(ticket);
+        }
         let failure = {
             let published = receiver
                 .wait_for(|published| published.failure.is_some() || published.flushed_ticket >= ticket)
@@ -219,6 +245,17 @@ impl Durability {
         let mut requests = lock(&self.requests);
         if ticket > requests.requested_ticket {
             requests.requested_ticket = ticket;
+            self.wake_flusher.notify_one();
+        }
+    }
+
+    fn request_lazily(&self, ticket: u64) {
+        let mut requests = lock(&self.requests);
+        requests.lazy_ticket = requests.lazy_ticket.max(ticket);
+        if requests.lazy_since.is_none() {
+            // Only the first lazy ask wakes the flusher (to start its clock); later ones
+            // share that deadline and cost no wake-up.
+            requests.lazy_since = Some(Instant::now());
             self.wake_flusher.notify_one();
         }
     }
@@ -243,17 +280,45 @@ impl Durability {
                     if requests.shutdown {
                         return;
                     }
-                    let wanted = requests.requested_ticket > self.flushed_ticket.load(Ordering::Acquire);
                     // After a failure there is nothing to do: waiters already got the error.
-                    if wanted && self.failure.get().is_none() {
+                    if self.failure.get().is_some() {
+                        requests = self.wake_flusher.wait(requests).unwrap_or_else(PoisonError::into_inner);
+                        continue;
+                    }
+                    let flushed = self.flushed_ticket.load(Ordering::Acquire);
+                    if requests.requested_ticket > flushed {
                         break;
                     }
-                    requests = self.wake_flusher.wait(requests).unwrap_or_else(PoisonError::into_inner);
+                    match requests.lazy_since {
+                        Some(since) if requests.lazy_ticket > flushed => {
+                            let due = since + Duration::from_millis(LAZY_FLUSH_DELAY_MS);
+                            let now = Instant::now();
+                            if now >= due {
+                                break;
+                            }
+                            requests = self
+                                .wake_flusher
+                                .wait_timeout(requests, due - now)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                        _ => {
+                            requests.lazy_since = None;
+                            requests = self.wake_flusher.wait(requests).unwrap_or_else(PoisonError::into_inner);
+                        }
+                    }
                 }
             }
             // The error is not lost: `flush_once` made it sticky and published it to every
             // waiter, present and future.
             let _ = self.flush_once(db);
+            let mut requests = lock(&self.requests);
+            if requests.lazy_ticket <= self.flushed_ticket.load(Ordering::Acquire) {
+                requests.lazy_since = None;
+            } else if requests.lazy_since.is_some() {
+                // Asked lazily while this flush ran: a new delay from now.
+                requests.lazy_since = Some(Instant::now());
+            }
         }
     }
 }

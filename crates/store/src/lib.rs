@@ -30,7 +30,7 @@ pub use audit::{
     AuditVerification, hash_hex, verify_audit_at,
 };
 pub use bench::{BatchedWrites, bench_batched_writes};
-pub use durability::StoreStats;
+pub use durability::{LAZY_FLUSH_DELAY_MS, StoreStats};
 pub use error::StoreError;
 pub use store::{Applied, AuditAppended, Store, StoreConfig};
 

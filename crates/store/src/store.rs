@@ -561,6 +561,12 @@ impl Store {
         self.shared().durability.wait_durable(ticket).await
     }
 
+    /// Like [`Store::durable`], for a waiter in no hurry: does not start a flush of its own
+    /// unless none comes within `LAZY_FLUSH_DELAY_MS` (see `durability.rs`).
+    pub async fn durable_lazily(&self, ticket: u64) -> Result<(), StoreError> {
+        self.shared().durability.wait_durable_lazily(ticket).await
+    }
+
     /// Flushes everything applied so far, on the calling thread (for start-up, shutdown and
     /// tools; the node's request path uses [`Store::durable`]).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {

@@ -116,3 +116,40 @@ async fn durable_answers_at_once_when_already_flushed_and_refuses_unknown_ticket
     store.durable(empty.ticket).await.unwrap();
     assert!(store.stats().flushed_ticket >= second.ticket);
 }
+
+/// A lazy waiter starts no flush of its own when someone else asks for one: both ride on
+/// the same flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_wait_rides_on_an_urgent_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let lazy = store.apply(&[Write::Journal(journal_entry(1))]).unwrap();
+    let urgent = store.apply(&[Write::Journal(journal_entry(2))]).unwrap();
+    let before = store.stats().flushes;
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.durable_lazily(lazy.ticket).await })
+    };
+    store.durable(urgent.ticket).await.unwrap();
+    waiter.await.unwrap().unwrap();
+    // Whichever asked first, one flush covered both tickets: a second would find nothing new.
+    assert_eq!(store.stats().flushes, before + 1);
+}
+
+/// With nobody else asking, a lazy waiter still gets its flush (after a short delay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_wait_alone_is_flushed_after_a_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for round in 0..3 {
+        let applied = store.apply(&[Write::Journal(journal_entry(round))]).unwrap();
+        let started = std::time::Instant::now();
+        tokio::time::timeout(std::time::Duration::from_secs(10), store.durable_lazily(applied.ticket))
+            .await
+            .expect("a lazy wait must not wait forever")
+            .unwrap();
+        assert!(store.stats().flushed_ticket >= applied.ticket);
+        // Not sooner than the delay (nothing else asked for a flush).
+        assert!(started.elapsed() >= std::time::Duration::from_millis(exchange_store::LAZY_FLUSH_DELAY_MS));
+    }
+}

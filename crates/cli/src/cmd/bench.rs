@@ -72,6 +72,11 @@ pub struct BenchArgs {
     /// Extra TOML appended to every node's configuration (e.g. "[tuning]\naccount_shards = 8").
     #[arg(long, default_value = "")]
     node_config: String,
+    /// Runtime threads of every node process (0: one per core). One by default: the three
+    /// nodes and the client share this machine's cores, and more threads per node only wake
+    /// each other to steal work.
+    #[arg(long, default_value_t = 1)]
+    node_threads: usize,
     /// Keep the cluster's directory (logs, stores) and print where.
     #[arg(long)]
     keep: bool,
@@ -137,6 +142,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         } else {
             format!("\n{}\n", args.node_config)
         },
+        node_threads: args.node_threads,
         keep_dir: args.keep,
         verbose: !args.json,
     };

@@ -23,6 +23,9 @@ pub struct StartArgs {
     /// Log one JSON object per line (overrides `[log] json`).
     #[arg(long)]
     json_logs: bool,
+    /// Threads of the async runtime (overrides `[tuning] worker_threads`; 0: one per core).
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 fn init_logging(json: bool, level: &str) {
@@ -49,11 +52,21 @@ pub fn run(args: StartArgs) -> Result<(), Failure> {
     if let Some(dir) = args.certs_dir {
         config.certs_dir = dir;
     }
+    if let Some(threads) = args.worker_threads {
+        if threads > exchange_node::config::WORKER_THREADS_MAX {
+            return Err(Failure::Input(anyhow::anyhow!(
+                "--worker-threads must be 0 (one per core) to {}",
+                exchange_node::config::WORKER_THREADS_MAX
+            )));
+        }
+        config.tuning.worker_threads = threads;
+    }
     init_logging(args.json_logs || config.log.json, &config.log.level);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.tuning.worker_threads > 0 {
+        builder.worker_threads(config.tuning.worker_threads);
+    }
+    let runtime = builder.enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         let province = config.province;
         let node = exchange_node::start(config).await.context("starting the node")?;
