@@ -8,9 +8,10 @@ use exchange_core::ids::LegId;
 pub enum StoreError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
-    /// A transaction could not run for a reason other than sled storage or our own aborts.
-    #[error("transaction failed: {0}")]
-    Transaction(String),
+    /// A counter the store hands out (journal sequence numbers, durability tickets) would
+    /// overflow: nothing was written.
+    #[error("exhausted: {0}")]
+    Exhausted(String),
     /// Bytes on disk do not decode: never a panic, always this.
     #[error("corrupt data in tree {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },

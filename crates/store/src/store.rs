@@ -381,7 +381,7 @@ fn resolve(
                 journal_seqs.push(next_seq);
                 next_seq = next_seq
                     .checked_add(1)
-                    .ok_or_else(|| StoreError::Transaction("journal sequence exhausted".to_string()))?;
+                    .ok_or_else(|| StoreError::Exhausted("journal sequence exhausted".to_string()))?;
             }
         }
     }
@@ -873,7 +873,7 @@ fn following_ticket(writer: &WriterState) -> Result<u64, StoreError> {
     writer
         .last_ticket
         .checked_add(1)
-        .ok_or_else(|| StoreError::Transaction("durability tickets exhausted".to_string()))
+        .ok_or_else(|| StoreError::Exhausted("durability tickets exhausted".to_string()))
 }
 
 fn counter_key(name: &str) -> Result<Vec<u8>, StoreError> {
