@@ -12,7 +12,7 @@
 use std::fmt::Debug;
 use std::time::SystemTime;
 
-use exchange_pki::{IdentityError, PeerCertificate, PeerIdentity};
+use exchange_pki::{IdentityError, PeerIdentity};
 use exchange_proto::pb;
 use exchange_store::{AuditRecord, AuditVerification, hash_hex};
 use tonic::{Code, Request, Status};
@@ -37,7 +37,7 @@ pub fn caller_of<T>(ctx: &Context, request: &Request<T>) -> Result<Caller, Statu
     let certificates = request.peer_certs().ok_or(IdentityError::NoCertificate)?;
     // The leaf comes first in the chain the client presented.
     let leaf = certificates.first().ok_or(IdentityError::NoCertificate)?;
-    let certificate = PeerCertificate::parse(leaf.as_ref())?;
+    let certificate = ctx.certificates.parse(leaf.as_ref())?;
     let identity = certificate.check(&ctx.revocations, SystemTime::now())?;
     Ok(Caller {
         identity,

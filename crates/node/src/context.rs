@@ -9,7 +9,7 @@ use exchange_core::ledger::Write;
 use exchange_core::message::{ClientReply, PeerMessage};
 use exchange_core::node::Input;
 use exchange_core::{ClientError, ErrorKind, Province};
-use exchange_pki::RevocationList;
+use exchange_pki::{ParsedCertificates, RevocationList};
 use exchange_proto::pb::exchange_client::ExchangeClient;
 use exchange_store::Store;
 use ractor::ActorRef;
@@ -125,6 +125,8 @@ pub struct NodeContext {
     pub pending: PendingReplies,
     pub metrics: Metrics,
     pub revocations: RevocationList,
+    /// Client certificates already parsed (checked again on every request all the same).
+    pub certificates: ParsedCertificates,
     /// Set when the store failed: the node stops acknowledging and says why.
     pub failure: Mutex<Option<String>>,
     /// What each peer link last reported.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use exchange_pki::{RevocationList, TlsFiles};
+use exchange_pki::{ParsedCertificates, RevocationList, TlsFiles};
 use exchange_store::{Store, StoreConfig};
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
@@ -106,6 +106,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         pending: PendingReplies::default(),
         metrics: Metrics::new(),
         revocations,
+        certificates: ParsedCertificates::default(),
         failure: Mutex::new(None),
         links: Mutex::new(BTreeMap::new()),
         peer_clients,

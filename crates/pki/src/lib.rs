@@ -26,8 +26,9 @@ pub use generate::{
     VALIDITY_DAYS_MAX, Validity, init_dev_pki,
 };
 pub use identity::{
-    DNS_SUFFIX, IdentityError, PeerCertificate, PeerIdentity, REVOKED_SERIALS_MAX, RevocationList,
-    SERIAL_HEX_DIGITS_MAX, node_dns_name, normalize_serial_hex, peer_identity, peer_identity_of_request,
+    DNS_SUFFIX, IdentityError, PARSED_CERTIFICATES_MAX, ParsedCertificates, PeerCertificate, PeerIdentity,
+    REVOKED_SERIALS_MAX, RevocationList, SERIAL_HEX_DIGITS_MAX, node_dns_name, normalize_serial_hex, peer_identity,
+    peer_identity_of_request,
 };
 pub use load::{
     KEY_FILE_FORBIDDEN_MODE_BITS, KEY_FILE_MODE, PEM_FILE_LEN_MAX, TLS_HANDSHAKE_TIMEOUT, TlsFiles,
