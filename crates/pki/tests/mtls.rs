@@ -279,6 +279,36 @@ fn a_revoked_serial_is_refused_by_identity_parsing() {
     );
 }
 
+/// Remembering a parsed certificate must not remember the verdict: a certificate revoked after
+/// it was first seen is refused on its next request.
+#[test]
+fn a_remembered_certificate_is_still_checked_for_revocation() {
+    let ca = DevCa::generate(validity()).unwrap();
+    let issued = ca.issue(PeerIdentity::Node(beijing()), validity()).unwrap();
+    let der = pem_to_der(&issued.cert_pem);
+    let parsed = exchange_pki::ParsedCertificates::default();
+    let first = parsed.parse(&der).unwrap();
+    assert_eq!(parsed.parse(&der).unwrap(), first);
+    assert_eq!(
+        first.check(&RevocationList::default(), SystemTime::now()),
+        Ok(PeerIdentity::Node(beijing()))
+    );
+    let revoked = RevocationList::from_hex_serials([issued.serial_hex.clone()]).unwrap();
+    assert_eq!(
+        parsed.parse(&der).unwrap().check(&revoked, SystemTime::now()),
+        Err(IdentityError::Revoked {
+            serial: issued.serial_hex.clone()
+        })
+    );
+    // Garbage is refused every time, never remembered as anything.
+    for _ in 0..2 {
+        assert!(matches!(
+            parsed.parse(b"not a certificate"),
+            Err(IdentityError::Malformed(_))
+        ));
+    }
+}
+
 #[test]
 fn key_files_are_private_and_an_open_one_is_refused() {
     use std::os::unix::fs::PermissionsExt;
