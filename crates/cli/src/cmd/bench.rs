@@ -162,7 +162,13 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
 }
 
 pub fn run_client(args: BenchClientArgs) -> Result<(), Failure> {
-    runtime()?
+    // One runtime thread, like the nodes: the client shares the machine's cores with them, and
+    // a second worker only wakes the first to steal its work.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?
         .block_on(exchange_bench::workload::client_main(&args.spec))
         .map_err(|e| Failure::Check(e.into()))
 }
