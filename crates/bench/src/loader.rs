@@ -20,10 +20,11 @@ use tokio::task::JoinSet;
 
 use crate::error::BenchError;
 
-/// Accounts per write set of the bulk load (two writes each, under the store's set limit).
-pub const BULK_ACCOUNTS_PER_SET: u64 = 2_000;
-/// Write sets between two flushes of the bulk load.
-pub const BULK_SETS_PER_FLUSH: u64 = 50;
+/// Accounts per write set of the bulk load (two writes each, ~300 bytes in the set's redo
+/// record, so well under the store's `REDO_RECORD_BYTES_MAX`).
+pub const BULK_ACCOUNTS_PER_SET: u64 = 100;
+/// Write sets between two flushes of the bulk load (100,000 accounts per flush).
+pub const BULK_SETS_PER_FLUSH: u64 = 1_000;
 /// Most filler accounts one node may be given (synthetic ids of one region code run out
 /// past 36.5 M; more would need several region codes).
 pub const BULK_ACCOUNTS_MAX: u64 = 36_000_000;

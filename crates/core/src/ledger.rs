@@ -1,9 +1,11 @@
 //! How the core sees storage: a read-only view in, write sets out.
 //!
 //! The core never writes. Each handler reads what it needs through [`LedgerView`] and returns
-//! the changes as one [`Write`] list, which the driver applies atomically (one sled transaction,
-//! or one step of the simulator's disk) before anything the handler sends or replies leaves the
-//! node. Fence writes carry the value they expect to replace, so the driver applies them by
+//! the changes as one [`Write`] list, which the driver applies atomically across a crash (the
+//! store's redo record, or one step of the simulator's disk) before anything the handler sends
+//! or replies leaves the node. Another handler may see the list applied in part while it is
+//! being applied, write by write in order, so a handler lists records before the indexes that
+//! point to them. Fence writes carry the value they expect to replace, so the driver applies them by
 //! compare-and-set and a lost race can never apply a balance change twice.
 
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,8 @@
 //! Durability: an action that goes through the core writes an `intent` record before it is
 //! handed to the core. Every write the action makes, and every reply, waits for a flush that
 //! covers everything applied before it, the intent included; so the intent is on disk before
-//! any effect is acknowledged, at no extra flush. The outcome record is written after the reply
+//! any effect is acknowledged, at no extra flush. (A settlement's first prepares may leave
+//! before it: they commit nothing, see `Outgoing::remembers_nothing`.) The outcome record is written after the reply
 //! and rides on the next flush: a crash may lose it, and the verifier then shows an intent
 //! without outcome. A read writes one record after its result, also without waiting.
 

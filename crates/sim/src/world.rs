@@ -1107,6 +1107,24 @@ impl<'a> World<'a> {
                 },
             );
         }
+        // As the node does (`Outgoing::remembers_nothing`): the prepares of a handler that
+        // wrote nothing leave at once, without waiting for other handlers' unflushed writes
+        // (presumed abort: a prepare commits its coordinator to nothing).
+        let remembers_nothing = writes.is_empty()
+            && replies.is_empty()
+            && !sends.is_empty()
+            && sends
+                .iter()
+                .all(|(_, message)| matches!(message, PeerMessage::Prepare(_)));
+        if remembers_nothing {
+            for (to, message) in sends {
+                self.send(node, to, message);
+            }
+            if self.nodes[node].ledger.unflushed() == 0 {
+                self.release(node);
+            }
+            return;
+        }
         let n = &mut self.nodes[node];
         n.outputs.extend(sends.into_iter().map(|(to, m)| Output::Send(to, m)));
         n.outputs

@@ -2,8 +2,11 @@
 //! a gap-free journal, and grouped flushes that acknowledge nothing before it is on disk.
 //!
 //! The core decides; this crate only stores. A handler's [`exchange_core::ledger::Write`] list
-//! goes through [`Store::apply`] atomically (a redo record, then plain inserts: see `redo.rs`), and the reply that depends
-//! on it waits for [`Store::durable`] (or [`Store::flush_blocking`]) before it leaves the node.
+//! goes through [`Store::apply`], atomic across a crash (a redo record, then plain inserts: see
+//! `redo.rs`), and the reply that depends on it waits for [`Store::durable`] (or
+//! [`Store::flush_blocking`]) before it leaves the node. A concurrent reader may see part of a
+//! set while it is applied, in the set's order: write records before the indexes that point to
+//! them.
 //!
 //! Architecture invariant: every write goes through one writer lock (`apply`, meta counters,
 //! incarnation, audit records), so journal and audit sequence numbers and durability tickets
@@ -41,6 +44,10 @@ pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const VALUE_BYTES_MAX: usize = 256 * 1024;
 /// Largest encoded key accepted; keys sit whole in sled's index nodes, so keep them small.
 pub const KEY_BYTES_MAX: usize = 512;
+/// Largest encoded write set (its redo record). sled 0.34 stores anything over ~128 KiB as a
+/// separate blob file, which its flush does not fsync; a redo record must stay in the log.
+/// A handler's set is a few KiB.
+pub const REDO_RECORD_BYTES_MAX: usize = 100 * 1024;
 /// Most writes in one write set; a handler's set is a few dozen at most.
 pub const WRITE_SET_LEN_MAX: usize = 4096;
 /// Most journal entries returned by one `journal_from` page.

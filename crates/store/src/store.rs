@@ -22,7 +22,7 @@ use crate::error::StoreError;
 use crate::redo::{self, REDO_KEY, RedoOp};
 use crate::{
     AUDIT_PAGE_LEN_MAX, CACHE_CAPACITY_BYTES_DEFAULT, JOURNAL_PAGE_LEN_MAX, META_NAME_BYTES_MAX, OPEN_LOCK_RETRY_MS,
-    OPEN_LOCK_WAIT_MS_MAX, WRITE_SET_LEN_MAX,
+    OPEN_LOCK_WAIT_MS_MAX, REDO_RECORD_BYTES_MAX, WRITE_SET_LEN_MAX,
 };
 
 /// How to open the store.
@@ -61,7 +61,8 @@ pub struct Applied {
     pub journal_seqs: Vec<u64>,
 }
 
-/// The trees of the store, in a fixed order (a redo record names trees by this index).
+/// The trees of the store, in a fixed order. A redo record names trees by this index, so the
+/// order is part of the disk format: add new trees at the end (pinned by a test).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TreeName {
     Accounts,
@@ -225,6 +226,38 @@ struct FenceCheck<'a> {
     leg: &'a LegId,
     key: Vec<u8>,
     expected: Option<&'a Fence>,
+}
+
+/// Makes the store's failure sticky if dropped armed: a write set whose changes are only
+/// partly in the trees (see `Store::apply`).
+struct TornSetGuard<'a> {
+    durability: &'a Durability,
+    armed: bool,
+}
+
+impl TornSetGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    /// The sticky failure, as an error that says "storage failure" to the node.
+    fn fail(mut self, reason: &str) -> StoreError {
+        self.armed = false;
+        self.durability.fail(format!(
+            "{reason}; restart the node to complete the set from its redo record"
+        ))
+    }
+}
+
+impl Drop for TornSetGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _sticky = self.durability.fail(
+                "a write set was interrupted half-applied; restart the node to complete it from its redo record"
+                    .to_string(),
+            );
+        }
+    }
 }
 
 fn lock_writer(shared: &Shared) -> MutexGuard<'_, WriterState> {
@@ -410,7 +443,8 @@ fn replay_redo(db: &sled::Db, trees: &[sled::Tree]) -> Result<usize, StoreError>
     let Some(bytes) = redo_tree.get(REDO_KEY)? else {
         return Ok(0);
     };
-    let ops = redo::decode(&bytes, trees.len())?;
+    // Only the write-set trees (those before the audit log) may appear in a record.
+    let ops = redo::decode(&bytes, TreeName::Audit.index())?;
     apply_resolved(trees, &ops)?;
     db.flush()?;
     redo_tree.remove(REDO_KEY)?;
@@ -528,17 +562,27 @@ impl Store {
         let ticket = following_ticket(&writer)?;
         let (resolved, journal_seqs) = resolve(self.tree(TreeName::Fences), &checks, ops, writer.next_journal_seq)?;
         let record = redo::encode(&resolved)?;
+        if record.len() > REDO_RECORD_BYTES_MAX {
+            return Err(StoreError::TooLarge {
+                what: "write set (encoded)",
+                len: record.len(),
+                max: REDO_RECORD_BYTES_MAX,
+            });
+        }
         self.tree(TreeName::Redo)
             .insert(REDO_KEY, record)
             .map_err(|error| write_failed(shared, error))?;
+        // From here until the last change is in, the set is torn: if anything stops us
+        // (an error, a panic inside sled), only replaying the redo record at the next open
+        // makes it whole, so the store must take no further write and acknowledge nothing.
+        let torn = TornSetGuard {
+            durability: &shared.durability,
+            armed: true,
+        };
         if let Err(error) = apply_resolved(&shared.trees, &resolved) {
-            // Part of the set may be in the trees: only replaying the redo record at the next
-            // open makes it whole, so nothing may be acknowledged until then.
-            let _sticky = shared
-                .durability
-                .fail(format!("sled write failed inside a write set: {error}"));
-            return Err(StoreError::Sled(error));
+            return Err(torn.fail(&format!("sled write failed inside a write set: {error}")));
         }
+        torn.disarm();
         writer.last_ticket = ticket;
         if let Some(serial) = serial_written {
             writer.binding_serial_written = writer.binding_serial_written.max(serial);
@@ -1058,6 +1102,108 @@ mod tests {
         // The record is gone once replayed, and new entries continue the journal.
         assert!(store.tree(TreeName::Redo).get(REDO_KEY).unwrap().is_none());
         assert_eq!(store.apply(&[Write::Journal(entry(4))]).unwrap().journal_seqs, vec![4]);
+    }
+
+    /// Redo records name trees by index: the order is part of the disk format.
+    #[test]
+    fn tree_indices_are_part_of_the_disk_format() {
+        let names: Vec<&str> = TreeName::ALL.iter().map(|tree| tree.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "accounts",
+                "bindings",
+                "binding_copies",
+                "grantor_index",
+                "grantee_index",
+                "fences",
+                "live_holds",
+                "settlements",
+                "refunds",
+                "outbox",
+                "credits",
+                "transfers",
+                "wallet_usage",
+                "journal",
+                "account_journal",
+                "meta",
+                AUDIT_TREE,
+                "redo",
+            ]
+        );
+        for (index, tree) in TreeName::ALL.iter().enumerate() {
+            assert_eq!(tree.index(), index);
+        }
+    }
+
+    /// A record naming the audit log or the redo tree itself is corrupt: no write set
+    /// touches them.
+    #[test]
+    fn a_redo_record_naming_a_tree_outside_the_write_sets_fails_open() {
+        for tree in [TreeName::Audit, TreeName::Redo] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let db = sled::Config::new().path(dir.path()).open().unwrap();
+                let record = redo::encode(&[RedoOp {
+                    tree: tree as u8,
+                    key: b"k".to_vec(),
+                    value: None,
+                }])
+                .unwrap();
+                db.open_tree("redo").unwrap().insert(REDO_KEY, record).unwrap();
+                db.flush().unwrap();
+            }
+            let error = Store::open(dir.path(), &StoreConfig::default()).unwrap_err();
+            assert!(matches!(error, StoreError::Corrupt { tree: "redo", .. }), "{error}");
+        }
+    }
+
+    /// A set too large for one redo record in sled's log is refused whole, before any write.
+    #[test]
+    fn a_write_set_over_the_redo_record_limit_is_refused_and_writes_nothing() {
+        let (_dir, store) = open_temp();
+        // Each journal entry costs ~40 bytes in the record: 4,000 of them are well over 100 KiB.
+        let entries = 4_000;
+        let writes: Vec<Write> = (0..entries as u64).map(|fen| Write::Journal(entry(fen + 1))).collect();
+        let error = store.apply(&writes).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::TooLarge {
+                    what: "write set (encoded)",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(store.last_journal_seq().unwrap(), 0);
+        assert!(store.tree(TreeName::Redo).get(REDO_KEY).unwrap().is_none());
+        // The store is not failed: a normal set still goes through.
+        assert_eq!(store.apply(&[Write::Journal(entry(1))]).unwrap().journal_seqs, vec![1]);
+    }
+
+    /// Anything that stops a set half-applied (here a panic in the middle) leaves the store
+    /// failed for good, so no later set can overwrite the torn set's redo record.
+    #[test]
+    fn a_set_interrupted_half_applied_fails_the_store() {
+        let (_dir, store) = open_temp();
+        let durability = &store.shared().durability;
+        let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _torn = TornSetGuard {
+                durability,
+                armed: true,
+            };
+            panic!("sled panicked inside a write set");
+        }));
+        assert!(interrupted.is_err());
+        assert!(matches!(
+            store.apply(&[Write::BindingSerial(1)]),
+            Err(StoreError::Flush(_))
+        ));
+        // A set that completes disarms its guard and fails nothing.
+        let (_dir, healthy) = open_temp();
+        healthy.apply(&[Write::BindingSerial(1)]).unwrap();
+        assert!(healthy.flush_blocking().is_ok());
     }
 
     /// A redo record that does not decode fails open with the reason, rather than being
