@@ -49,10 +49,16 @@ pub enum Write {
     Account(Account),
     Binding(Binding),
     BindingCopy(Binding),
+    /// Adds ids to a person's index of bindings as grantor: the stored list becomes the
+    /// stored ids followed by those of `bindings` not in it yet (see [`index_union`]).
     GrantorIndex {
         person: PersonId,
         bindings: Vec<BindingId>,
     },
+    /// Adds ids to a person's index of bindings as grantee, as `GrantorIndex` does. A union,
+    /// not an overwrite: on a node, a same-province bind (in the grantor's actor) and a
+    /// registration or another bind (in other actors) may add to one grantee's index at once,
+    /// each from the list it read; an overwrite would lose the other's id.
     GranteeIndex {
         person: PersonId,
         bindings: Vec<BindingId>,
@@ -92,4 +98,16 @@ pub enum ApplyError {
         expected: String,
         found: String,
     },
+}
+
+/// How an index write applies: the stored ids, then the written ones not among them. Indexes
+/// only grow (a binding, even revoked, stays listed), so this is every ledger's rule.
+pub fn index_union(stored: Option<&[BindingId]>, written: &[BindingId]) -> Vec<BindingId> {
+    let mut ids = stored.map(<[BindingId]>::to_vec).unwrap_or_default();
+    for id in written {
+        if !ids.contains(id) {
+            ids.push(*id);
+        }
+    }
+    ids
 }

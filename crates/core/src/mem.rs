@@ -65,10 +65,12 @@ impl Tables {
                     self.copies.insert(binding.id, binding);
                 }
                 Write::GrantorIndex { person, bindings } => {
-                    self.grantor_index.insert(person, bindings);
+                    let ids = crate::ledger::index_union(self.grantor_index.get(&person).map(Vec::as_slice), &bindings);
+                    self.grantor_index.insert(person, ids);
                 }
                 Write::GranteeIndex { person, bindings } => {
-                    self.grantee_index.insert(person, bindings);
+                    let ids = crate::ledger::index_union(self.grantee_index.get(&person).map(Vec::as_slice), &bindings);
+                    self.grantee_index.insert(person, ids);
                 }
                 Write::Fence { leg, new, .. } => {
                     self.fences.insert(leg, new);

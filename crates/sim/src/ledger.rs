@@ -15,7 +15,7 @@ use std::convert::Infallible;
 
 use exchange_core::account::Account;
 use exchange_core::binding::Binding;
-use exchange_core::ledger::{ApplyError, LedgerView, Write};
+use exchange_core::ledger::{ApplyError, LedgerView, Write, index_union};
 use exchange_core::mem::Tables;
 use exchange_core::records::{
     CreditRecord, Fence, OutboxKey, RefundRecord, SettlementRecord, TransferRecord, WalletUsage,
@@ -120,10 +120,12 @@ impl SimLedger {
                 Write::Binding(binding) => Undo::Binding(binding.id, t.bindings.insert(binding.id, binding)),
                 Write::BindingCopy(binding) => Undo::BindingCopy(binding.id, t.copies.insert(binding.id, binding)),
                 Write::GrantorIndex { person, bindings } => {
-                    Undo::GrantorIndex(person, t.grantor_index.insert(person, bindings))
+                    let ids = index_union(t.grantor_index.get(&person).map(Vec::as_slice), &bindings);
+                    Undo::GrantorIndex(person, t.grantor_index.insert(person, ids))
                 }
                 Write::GranteeIndex { person, bindings } => {
-                    Undo::GranteeIndex(person, t.grantee_index.insert(person, bindings))
+                    let ids = index_union(t.grantee_index.get(&person).map(Vec::as_slice), &bindings);
+                    Undo::GranteeIndex(person, t.grantee_index.insert(person, ids))
                 }
                 Write::Fence { leg, new, .. } => {
                     let old = t.fences.insert(leg.clone(), new);

@@ -218,6 +218,13 @@ enum Op {
         /// The account the entry concerns, for the per-account index.
         account: Option<[u8; PERSON_ID_LEN]>,
     },
+    /// Adds ids to a binding index (`exchange_core::ledger::index_union`): resolved against
+    /// the stored list under the writer lock.
+    IndexUnion {
+        tree: TreeName,
+        key: Vec<u8>,
+        ids: Vec<BindingId>,
+    },
 }
 
 /// A fence compare-and-set to check before any write of the set.
@@ -299,15 +306,15 @@ fn encode_writes(writes: &[Write]) -> Result<(Vec<FenceCheck<'_>>, Vec<Op>), Sto
                 key: encode_key("binding id", &binding.id)?,
                 value: encode_value("binding copy", binding)?,
             },
-            Write::GrantorIndex { person, bindings } => Op::Put {
+            Write::GrantorIndex { person, bindings } => Op::IndexUnion {
                 tree: TreeName::GrantorIndex,
                 key: encode_key("person id", person)?,
-                value: encode_value("grantor index", bindings)?,
+                ids: bindings.clone(),
             },
-            Write::GranteeIndex { person, bindings } => Op::Put {
+            Write::GranteeIndex { person, bindings } => Op::IndexUnion {
                 tree: TreeName::GranteeIndex,
                 key: encode_key("person id", person)?,
-                value: encode_value("grantee index", bindings)?,
+                ids: bindings.clone(),
             },
             Write::Fence { leg, expected, new } => {
                 let key = encode_key("leg id", leg)?;
@@ -368,11 +375,12 @@ fn encode_writes(writes: &[Write]) -> Result<(Vec<FenceCheck<'_>>, Vec<Op>), Sto
 /// the set into whole-value puts and removes, giving journal entries the sequence numbers
 /// from `first_journal_seq` on. Called under the writer lock, so nothing changes meanwhile.
 fn resolve(
-    fences: &sled::Tree,
+    trees: &[sled::Tree],
     checks: &[FenceCheck<'_>],
     ops: Vec<Op>,
     first_journal_seq: u64,
 ) -> Result<(Vec<RedoOp>, Vec<u64>), StoreError> {
+    let fences = &trees[TreeName::Fences.index()];
     for check in checks {
         let found = match fences.get(check.key.as_slice())? {
             Some(bytes) => Some(decode::<Fence>(TreeName::Fences.name(), &bytes)?),
@@ -398,6 +406,28 @@ fn resolve(
                 key,
                 value: None,
             }),
+            Op::IndexUnion { tree: name, key, ids } => {
+                // An earlier op of this same set may have written the index: start from it.
+                let written = resolved
+                    .iter()
+                    .rev()
+                    .find(|op| op.tree == tree(name) && op.key == key)
+                    .and_then(|op| op.value.clone());
+                let stored = match written {
+                    Some(bytes) => Some(bytes),
+                    None => trees[name.index()].get(&key)?.map(|bytes| bytes.to_vec()),
+                };
+                let stored: Option<Vec<BindingId>> = match stored {
+                    Some(bytes) => Some(decode(name.name(), &bytes)?),
+                    None => None,
+                };
+                let union = exchange_core::ledger::index_union(stored.as_deref(), &ids);
+                resolved.push(RedoOp {
+                    tree: tree(name),
+                    key,
+                    value: Some(encode_value("binding index", &union)?),
+                });
+            }
             Op::Journal { value, account } => {
                 resolved.push(RedoOp {
                     tree: tree(TreeName::Journal),
@@ -560,7 +590,7 @@ impl Store {
         }
         // Taken before the write so nothing can fail between the write and its ticket.
         let ticket = following_ticket(&writer)?;
-        let (resolved, journal_seqs) = resolve(self.tree(TreeName::Fences), &checks, ops, writer.next_journal_seq)?;
+        let (resolved, journal_seqs) = resolve(&shared.trees, &checks, ops, writer.next_journal_seq)?;
         let record = redo::encode(&resolved)?;
         if record.len() > REDO_RECORD_BYTES_MAX {
             return Err(StoreError::TooLarge {
@@ -1084,7 +1114,7 @@ mod tests {
             ];
             let (checks, ops) = encode_writes(&writes).unwrap();
             let shared = store.shared();
-            let (resolved, seqs) = resolve(store.tree(TreeName::Fences), &checks, ops, 2).unwrap();
+            let (resolved, seqs) = resolve(&shared.trees, &checks, ops, 2).unwrap();
             assert_eq!(seqs, vec![2, 3]);
             store
                 .tree(TreeName::Redo)

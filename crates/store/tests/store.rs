@@ -553,3 +553,54 @@ fn a_garbage_binding_serial_fails_open_as_corrupt() {
         opened.err()
     );
 }
+
+/// Index writes add to the stored list: two handlers in different actors that each read the
+/// index before the other wrote (a same-province bind and a registration for one grantee)
+/// cannot lose each other's binding.
+#[test]
+fn index_writes_add_to_the_stored_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let grantee = person(1);
+    store
+        .apply(&[Write::GranteeIndex {
+            person: grantee,
+            bindings: vec![binding_id(1)],
+        }])
+        .unwrap();
+    // Written from a list read while the index was still empty.
+    store
+        .apply(&[Write::GranteeIndex {
+            person: grantee,
+            bindings: vec![binding_id(2)],
+        }])
+        .unwrap();
+    assert_eq!(
+        store.bindings_of_grantee(&grantee).unwrap(),
+        vec![binding_id(1), binding_id(2)]
+    );
+    // Two writes to one index in one set add up too, and an id written again changes nothing.
+    store
+        .apply(&[
+            Write::GrantorIndex {
+                person: grantee,
+                bindings: vec![binding_id(3)],
+            },
+            Write::GrantorIndex {
+                person: grantee,
+                bindings: vec![binding_id(4), binding_id(3)],
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        store.bindings_of_grantor(&grantee).unwrap(),
+        vec![binding_id(3), binding_id(4)]
+    );
+    // And it survives a reopen as written.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.bindings_of_grantee(&grantee).unwrap(),
+        vec![binding_id(1), binding_id(2)]
+    );
+}
