@@ -46,6 +46,17 @@ fn bad_input_exits_2_with_a_reason_and_no_panic() {
         (vec!["start", "--config", garbage], "garbage.toml"),
         (
             vec![
+                "start",
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../nodes/500000-chongqing.toml"),
+                "--worker-threads",
+                "100000",
+            ],
+            "--worker-threads must be",
+        ),
+        (vec!["bench", "--node-threads", "100000"], "--node-threads must be"),
+        (
+            vec![
                 "ctl",
                 "--config",
                 missing,

@@ -657,6 +657,20 @@ fn budgets_out_of_range_are_refused_by_name() {
             assert!(error.contains(key), "{key} = {value}: {error}");
         }
     }
+    // The runtime's thread count: 0 (one per core) is fine, too many is refused by name.
+    let threads = |value: &str| valid.replace("[tuning]\n", &format!("[tuning]\nworker_threads = {value}\n"));
+    assert!(valid.contains("[tuning]\n"), "the sample has a [tuning] table");
+    assert_eq!(
+        NodeConfig::parse(&threads("0"), Path::new("n.toml"))
+            .unwrap()
+            .tuning
+            .worker_threads,
+        0
+    );
+    let error = NodeConfig::parse(&threads("100000"), Path::new("n.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("worker_threads"), "{error}");
     // A file above the size limit is refused before it is parsed.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.toml");
