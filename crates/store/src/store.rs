@@ -578,8 +578,16 @@ impl Store {
             })
             .max();
         if let Some(serial) = serial_written {
-            if serial <= writer.binding_serial_written {
-                ops.retain(|op| !matches!(op, Op::Put { tree: TreeName::Meta, key, .. } if key == META_BINDING_SERIAL));
+            // The stored serial only grows: of the set's serials only the highest is written,
+            // and only if it is above the stored one (two in one set, highest first, would
+            // otherwise leave the lower one stored).
+            ops.retain(|op| !matches!(op, Op::Put { tree: TreeName::Meta, key, .. } if key == META_BINDING_SERIAL));
+            if serial > writer.binding_serial_written {
+                ops.push(Op::Put {
+                    tree: TreeName::Meta,
+                    key: META_BINDING_SERIAL.to_vec(),
+                    value: serial.to_be_bytes().to_vec(),
+                });
             }
         }
         if ops.is_empty() {
