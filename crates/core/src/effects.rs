@@ -68,6 +68,21 @@ impl Effects {
         self.writes.is_empty() && self.sends.is_empty() && self.replies.is_empty() && self.timers.is_empty()
     }
 
+    /// The handler wrote nothing and only sends prepares: a driver may send them at once,
+    /// without waiting for other handlers' writes to reach the disk. Presumed abort makes that
+    /// safe: a coordinator writes nothing before its decision, so a prepare commits it to
+    /// nothing, and if its node crashes and forgets what the prepare was computed from, a
+    /// participant asking about the hold is told to abort.
+    pub fn only_prepares_without_writes(&self) -> bool {
+        self.writes.is_empty()
+            && self.replies.is_empty()
+            && !self.sends.is_empty()
+            && self
+                .sends
+                .iter()
+                .all(|(_, message)| matches!(message, PeerMessage::Prepare(_)))
+    }
+
     pub fn send(&mut self, to: Province, message: PeerMessage) {
         self.sends.push((to, message));
     }
@@ -86,5 +101,63 @@ impl Effects {
         self.replies.extend(other.replies);
         self.timers.extend(other.timers);
         self.notes.extend(other.notes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{LegId, LegScope, SettlementId};
+    use crate::ledger::Write;
+    use crate::message::Prepare;
+    use crate::money::Money;
+    use crate::person::PersonId;
+
+    fn province() -> Province {
+        Province::from_code(500_000).unwrap()
+    }
+
+    fn leg() -> LegId {
+        LegId {
+            coordinator: province(),
+            scope: LegScope::Pay {
+                settlement: SettlementId::new("S-1").unwrap(),
+                attempt: 1,
+            },
+            index: 0,
+            account: PersonId::synthetic(110_105, 7),
+        }
+    }
+
+    fn prepare() -> PeerMessage {
+        PeerMessage::Prepare(Prepare {
+            leg: leg(),
+            binding: None,
+            patient: PersonId::synthetic(500_101, 3),
+            amount_max: Money::from_fen(100).unwrap(),
+            hold_timeout_ms: 1_000,
+        })
+    }
+
+    #[test]
+    fn only_prepares_of_a_handler_without_writes_may_leave_at_once() {
+        let mut effects = Effects::default();
+        assert!(!effects.only_prepares_without_writes(), "nothing to send");
+        effects.send(province(), prepare());
+        effects.send(province(), prepare());
+        assert!(effects.only_prepares_without_writes());
+        // Anything else sent, any write, or any reply waits for the disk.
+        let mut with_abort = effects.clone();
+        with_abort.send(province(), PeerMessage::Abort { leg: leg() });
+        assert!(!with_abort.only_prepares_without_writes());
+        let mut with_write = effects.clone();
+        with_write.writes.push(Write::BindingSerial(1));
+        assert!(!with_write.only_prepares_without_writes());
+        let mut with_reply = effects;
+        with_reply.reply(
+            1,
+            ClientReply::Error(crate::ClientError::not_found("x", "y".to_string())),
+        );
+        assert!(!with_reply.only_prepares_without_writes());
     }
 }

@@ -6,7 +6,7 @@
 //! handed to the core. Every write the action makes, and every reply, waits for a flush that
 //! covers everything applied before it, the intent included; so the intent is on disk before
 //! any effect is acknowledged, at no extra flush. (A settlement's first prepares may leave
-//! before it: they commit nothing, see `Outgoing::remembers_nothing`.) The outcome record is written after the reply
+//! before it: they commit nothing, see `Effects::only_prepares_without_writes`.) The outcome record is written after the reply
 //! and rides on the next flush: a crash may lose it, and the verifier then shows an intent
 //! without outcome. A read writes one record after its result, also without waiting.
 

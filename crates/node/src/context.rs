@@ -45,19 +45,6 @@ impl Outgoing {
                 .iter()
                 .all(|(_, message)| matches!(message, PeerMessage::Ack { .. }))
     }
-
-    /// Prepares sent by a handler that wrote nothing may leave at once, without waiting for
-    /// other handlers' writes to reach the disk (an empty write set's ticket is the last one
-    /// applied, which would otherwise cost a flush before every settlement's first message).
-    /// Presumed abort makes that safe: a coordinator writes nothing before its decision, so
-    /// a prepare commits it to nothing, and if the node crashes and forgets what the prepare
-    /// was computed from, a participant asking about its hold is told to abort.
-    pub fn remembers_nothing(sends: &[(Province, PeerMessage)], replies: &[(ReplyTo, ClientReply)]) -> bool {
-        replies.is_empty()
-            && sends
-                .iter()
-                .all(|(_, message)| matches!(message, PeerMessage::Prepare(_)))
-    }
 }
 
 /// Clients waiting for their reply, by the `ReplyTo` handed to the core.
@@ -257,6 +244,10 @@ impl NodeContext {
             }
         };
         self.metrics.note_effects(&effects);
+        // An empty write set's ticket is the last one applied, which would cost a flush of
+        // other handlers' writes before every settlement's first message: prepares need none
+        // (see `Effects::only_prepares_without_writes`).
+        let at_once = effects.only_prepares_without_writes();
         for timer in effects.timers {
             let kind = timer.kind;
             let delay = self.clock.until(timer.at_mono_ms);
@@ -266,14 +257,13 @@ impl NodeContext {
         if effects.sends.is_empty() && effects.replies.is_empty() {
             return Ok(());
         }
-        let wrote = !effects.writes.is_empty();
         let outgoing = Outgoing {
             ticket: applied.ticket,
             lazy: Outgoing::is_lazy(&effects.sends, &effects.replies),
             sends: effects.sends,
             replies: effects.replies,
         };
-        if !wrote && Outgoing::remembers_nothing(&outgoing.sends, &outgoing.replies) {
+        if at_once {
             crate::dispatch::deliver(self, outgoing);
             return Ok(());
         }

@@ -1038,6 +1038,9 @@ impl<'a> World<'a> {
     }
 
     fn process(&mut self, node: usize, effects: exchange_core::Effects) {
+        // As the node does: the prepares of a handler that wrote nothing leave at once,
+        // without waiting for other handlers' unflushed writes.
+        let at_once = effects.only_prepares_without_writes();
         let exchange_core::Effects {
             writes,
             sends,
@@ -1107,16 +1110,7 @@ impl<'a> World<'a> {
                 },
             );
         }
-        // As the node does (`Outgoing::remembers_nothing`): the prepares of a handler that
-        // wrote nothing leave at once, without waiting for other handlers' unflushed writes
-        // (presumed abort: a prepare commits its coordinator to nothing).
-        let remembers_nothing = writes.is_empty()
-            && replies.is_empty()
-            && !sends.is_empty()
-            && sends
-                .iter()
-                .all(|(_, message)| matches!(message, PeerMessage::Prepare(_)));
-        if remembers_nothing {
+        if at_once {
             for (to, message) in sends {
                 self.send(node, to, message);
             }
