@@ -468,10 +468,10 @@ fn apply_resolved(trees: &[sled::Tree], ops: &[RedoOp]) -> Result<(), sled::Erro
 
 /// At open: applies the last write set's redo record again (it may have been torn by a
 /// crash; applying it twice is the same as once), makes that durable, then drops the record.
-fn replay_redo(db: &sled::Db, trees: &[sled::Tree]) -> Result<usize, StoreError> {
+fn replay_redo(db: &sled::Db, trees: &[sled::Tree]) -> Result<(), StoreError> {
     let redo_tree = &trees[TreeName::Redo.index()];
     let Some(bytes) = redo_tree.get(REDO_KEY)? else {
-        return Ok(0);
+        return Ok(());
     };
     // Only the write-set trees (those before the audit log) may appear in a record.
     let ops = redo::decode(&bytes, TreeName::Audit.index())?;
@@ -479,7 +479,7 @@ fn replay_redo(db: &sled::Db, trees: &[sled::Tree]) -> Result<usize, StoreError>
     db.flush()?;
     redo_tree.remove(REDO_KEY)?;
     db.flush()?;
-    Ok(ops.len())
+    Ok(())
 }
 
 impl Store {
