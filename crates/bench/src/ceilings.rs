@@ -84,9 +84,12 @@ pub async fn transport_ceiling(
         .map_err(|e| BenchError::step("echo server", e))?
         .tcp_nodelay(true)
         .add_service(health)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
-            let _ = stopped.await;
-        });
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stopped.await;
+            },
+        );
     let server = tokio::spawn(server);
     let channel = Endpoint::from_shared(format!("https://{addr}"))
         .map_err(|e| BenchError::step("echo client", e))?

@@ -6,6 +6,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 
 use crate::context::Context;
 use crate::error::NodeError;
@@ -46,7 +47,17 @@ pub async fn serve_metrics(ctx: Context, listen: SocketAddr) -> Result<SocketAdd
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
+        if let Err(error) = axum::serve(
+            listener.tap_io(|tcp| {
+                // Small HTTP responses and SSE events go out at once, not after a delayed ACK.
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "TCP_NODELAY not set");
+                }
+            }),
+            app,
+        )
+        .await
+        {
             tracing::error!(%error, "metrics server stopped");
         }
     });

@@ -83,9 +83,12 @@ async fn start_node(layout: &PkiLayout, province: Province) -> TestServer {
         .tls_config(tls)
         .unwrap()
         .add_service(service)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
-            let _ = stop.await;
-        });
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stop.await;
+            },
+        );
     tokio::spawn(server);
     TestServer {
         address,
