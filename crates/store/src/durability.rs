@@ -14,7 +14,16 @@
 //!
 //! We call the blocking `Db::flush()` on our own thread, never `flush_async`: concurrent
 //! `flush_async` calls deadlock in sled 0.34.7 (spacejam/sled#1308).
+//!
+//! `Db::flush()` alone is not enough: sled 0.34.7 writes its log with
+//! `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`, which hands the pages to the device but
+//! neither flushes the device's write cache nor commits the file's new size (sled only
+//! `fsync`s from its own periodic flusher, which we do not run). That survives a killed
+//! process, not a power cut or a crashed VM. So every flush ends with `fdatasync` of sled's
+//! log file ([`flush_durably`]).
 
+use std::fs::File;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,6 +31,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
+
+/// sled 0.34.7 keeps its whole log in this one file under the store's directory.
+pub(crate) const SLED_LOG_FILE: &str = "db";
+
+/// Opens sled's log file for [`flush_durably`] (read-only: `fdatasync` needs no write access).
+pub(crate) fn open_log(store_dir: &Path) -> Result<File, StoreError> {
+    File::open(store_dir.join(SLED_LOG_FILE)).map_err(|error| StoreError::Sled(sled::Error::Io(error)))
+}
+
+/// `Db::flush()`, then `fdatasync` of the log file, so what the flush wrote survives a power
+/// cut too (see the module's comment). Returns the bytes sled wrote.
+pub(crate) fn flush_durably(db: &sled::Db, log: &File) -> Result<usize, StoreError> {
+    let bytes = db.flush()?;
+    log.sync_data()
+        .map_err(|error| StoreError::Sled(sled::Error::Io(error)))?;
+    Ok(bytes)
+}
 
 /// What the flusher publishes to waiters.
 #[derive(Clone, Debug, Default)]
@@ -158,7 +184,7 @@ impl Durability {
 
     /// Flushes everything applied so far, unless an earlier flush already covered it.
     /// Used by the flusher thread and by `flush_blocking`; one at a time.
-    pub(crate) fn flush_once(&self, db: &sled::Db) -> Result<(), StoreError> {
+    pub(crate) fn flush_once(&self, db: &sled::Db, log: &File) -> Result<(), StoreError> {
         let _turn = lock(&self.flush_lock);
         self.check_failure()?;
         // Read under the flush lock: every apply that returned before this point is covered.
@@ -170,7 +196,7 @@ impl Durability {
         // so the flush below covers it.
         let journal_target = self.applied_journal_seq.load(Ordering::Acquire);
         let started = Instant::now();
-        match db.flush() {
+        match flush_durably(db, log) {
             Ok(bytes) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.flushes.fetch_add(1, Ordering::Relaxed);
@@ -272,7 +298,7 @@ impl Durability {
     }
 
     /// The flusher thread's loop; returns at shutdown.
-    pub(crate) fn run_flusher(&self, db: &sled::Db) {
+    pub(crate) fn run_flusher(&self, db: &sled::Db, log: &File) {
         loop {
             {
                 let mut requests = lock(&self.requests);
@@ -311,7 +337,7 @@ impl Durability {
             }
             // The error is not lost: `flush_once` made it sticky and published it to every
             // waiter, present and future.
-            let _ = self.flush_once(db);
+            let _ = self.flush_once(db, log);
             let mut requests = lock(&self.requests);
             if requests.lazy_ticket <= self.flushed_ticket.load(Ordering::Acquire) {
                 requests.lazy_since = None;

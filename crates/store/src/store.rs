@@ -17,7 +17,7 @@ use exchange_core::records::{
 
 use crate::audit::{AUDIT_TREE, AuditEntry, AuditRecord, AuditVerification, load_head, verify_tree};
 use crate::codec::{account_journal_key, decode, decode_u64, encode_key, encode_value, journal_key};
-use crate::durability::{Durability, StoreStats};
+use crate::durability::{Durability, StoreStats, flush_durably, open_log};
 use crate::error::StoreError;
 use crate::redo::{self, REDO_KEY, RedoOp};
 use crate::{
@@ -165,6 +165,8 @@ struct WriterState {
 #[derive(Debug)]
 struct Shared {
     db: sled::Db,
+    /// sled's log file, `fdatasync`ed after every flush (see `durability.rs`).
+    log: std::fs::File,
     /// Indexed by `TreeName::index`.
     trees: Vec<sled::Tree>,
     /// Single writer: applies are serialised so journal order equals apply order, tickets
@@ -468,7 +470,7 @@ fn apply_resolved(trees: &[sled::Tree], ops: &[RedoOp]) -> Result<(), sled::Erro
 
 /// At open: applies the last write set's redo record again (it may have been torn by a
 /// crash; applying it twice is the same as once), makes that durable, then drops the record.
-fn replay_redo(db: &sled::Db, trees: &[sled::Tree]) -> Result<(), StoreError> {
+fn replay_redo(db: &sled::Db, log: &std::fs::File, trees: &[sled::Tree]) -> Result<(), StoreError> {
     let redo_tree = &trees[TreeName::Redo.index()];
     let Some(bytes) = redo_tree.get(REDO_KEY)? else {
         return Ok(());
@@ -476,9 +478,9 @@ fn replay_redo(db: &sled::Db, trees: &[sled::Tree]) -> Result<(), StoreError> {
     // Only the write-set trees (those before the audit log) may appear in a record.
     let ops = redo::decode(&bytes, TreeName::Audit.index())?;
     apply_resolved(trees, &ops)?;
-    db.flush()?;
+    flush_durably(db, log)?;
     redo_tree.remove(REDO_KEY)?;
-    db.flush()?;
+    flush_durably(db, log)?;
     Ok(())
 }
 
@@ -496,7 +498,8 @@ impl Store {
             .iter()
             .map(|tree| db.open_tree(tree.name()))
             .collect::<Result<Vec<_>, _>>()?;
-        replay_redo(&db, &trees)?;
+        let log = open_log(path)?;
+        replay_redo(&db, &log, &trees)?;
         let journal = &trees[TreeName::Journal.index()];
         let last_journal_seq = match journal.last()? {
             Some((key, _)) => decode_u64(TreeName::Journal.name(), &key)?,
@@ -514,6 +517,7 @@ impl Store {
         };
         let shared = Arc::new(Shared {
             db,
+            log,
             trees,
             writer: Mutex::new(WriterState {
                 next_journal_seq,
@@ -528,7 +532,7 @@ impl Store {
         let for_flusher = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
             .name("exchange-store-flusher".to_string())
-            .spawn(move || for_flusher.durability.run_flusher(&for_flusher.db))
+            .spawn(move || for_flusher.durability.run_flusher(&for_flusher.db, &for_flusher.log))
             .map_err(|error| StoreError::Flush(format!("could not start the flusher thread: {error}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -653,7 +657,7 @@ impl Store {
     /// tools; the node's request path uses [`Store::durable`]).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let shared = self.shared();
-        shared.durability.flush_once(&shared.db)
+        shared.durability.flush_once(&shared.db, &shared.log)
     }
 
     /// The ticket of the last apply (0 before any).
