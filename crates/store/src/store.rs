@@ -217,8 +217,9 @@ enum Op {
     },
     Journal {
         value: Vec<u8>,
-        /// The account the entry concerns, for the per-account index.
-        account: Option<[u8; PERSON_ID_LEN]>,
+        /// The account the entry concerns, for the per-account index: its id, and its key in
+        /// the accounts tree (only accounts of this node are indexed).
+        account: Option<([u8; PERSON_ID_LEN], Vec<u8>)>,
     },
     /// Adds ids to a binding index (`exchange_core::ledger::index_union`): resolved against
     /// the stored list under the writer lock.
@@ -355,7 +356,10 @@ fn encode_writes(writes: &[Write]) -> Result<(Vec<FenceCheck<'_>>, Vec<Op>), Sto
             },
             Write::Journal(entry) => Op::Journal {
                 value: encode_value("journal entry", entry)?,
-                account: entry.account.map(|person| *person.as_bytes()),
+                account: match &entry.account {
+                    Some(person) => Some((*person.as_bytes(), encode_key("person id", person)?)),
+                    None => None,
+                },
             },
             Write::Transfer(record) => Op::Put {
                 tree: TreeName::Transfers,
@@ -393,6 +397,18 @@ fn resolve(
         }
     }
     let tree = |name: TreeName| name as u8;
+    // Accounts this set writes (before or after its journal entries): they are this node's.
+    let accounts_written: Vec<Vec<u8>> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put {
+                tree: TreeName::Accounts,
+                key,
+                ..
+            } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
     let mut resolved = Vec::with_capacity(ops.len() + 4);
     let mut journal_seqs = Vec::new();
     let mut next_seq = first_journal_seq;
@@ -436,7 +452,18 @@ fn resolve(
                     key: journal_key(next_seq).to_vec(),
                     value: Some(value),
                 });
-                if let Some(person) = account {
+                // A person's history is read on their own node only (`records` refuses a
+                // person not enrolled there), so an entry naming another node's account (a
+                // coordinator's `MutualAidReceived`, which names the grantor's) is not indexed:
+                // one insert less per cross-province settlement, in a tree that only grows.
+                let local = match account {
+                    Some((person, account_key)) => {
+                        let opened_here = accounts_written.contains(&account_key);
+                        (opened_here || trees[TreeName::Accounts.index()].contains_key(&account_key)?).then_some(person)
+                    }
+                    None => None,
+                };
+                if let Some(person) = local {
                     resolved.push(RedoOp {
                         tree: tree(TreeName::AccountJournal),
                         key: account_journal_key(&person, next_seq).to_vec(),

@@ -217,6 +217,13 @@ fn journal_is_gap_free_and_monotonic_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut expected_seq = 1;
     let mut all = Vec::new();
+    {
+        // The entries name persons 0..4: accounts of this node, so they are indexed.
+        let store = open(dir.path());
+        let accounts: Vec<Write> = (0..4).map(|who| Write::Account(account(who, 0))).collect();
+        store.apply(&accounts).unwrap();
+        store.flush_blocking().unwrap();
+    }
     for round in 0..3u64 {
         let store = open(dir.path());
         assert_eq!(store.last_journal_seq().unwrap(), expected_seq - 1);
@@ -603,4 +610,41 @@ fn index_writes_add_to_the_stored_list() {
         store.bindings_of_grantee(&grantee).unwrap(),
         vec![binding_id(1), binding_id(2)]
     );
+}
+
+#[test]
+fn only_entries_of_this_nodes_accounts_are_indexed_by_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.apply(&[Write::Account(account(0, 100))]).unwrap();
+    // Person 1 has no account here (a coordinator's entry naming another node's grantor);
+    // person 2's account is opened by the same set, after its entry.
+    let applied = store
+        .apply(&[
+            Write::Journal(journal_entry(0)),
+            Write::Journal(journal_entry(1)),
+            Write::Journal(journal_entry(2)),
+            Write::Account(account(2, 100)),
+        ])
+        .unwrap();
+    let [first, second, third] = applied.journal_seqs[..] else {
+        panic!("three journal entries, got {:?}", applied.journal_seqs);
+    };
+    assert_eq!(
+        store.journal_of_account(&person(0), 0, 10).unwrap(),
+        vec![(first, journal_entry(0))]
+    );
+    assert_eq!(store.journal_of_account(&person(1), 0, 10).unwrap(), vec![]);
+    assert_eq!(
+        store.journal_of_account(&person(2), 0, 10).unwrap(),
+        vec![(third, journal_entry(2))]
+    );
+    // The journal itself has every entry.
+    let all: Vec<u64> = store
+        .journal_from(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(all, vec![first, second, third]);
 }
