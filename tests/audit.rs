@@ -195,8 +195,10 @@ async fn every_bureau_call_is_audited_and_the_chain_verifies() {
     {
         let db = sled::open(&data_dir).unwrap();
         let tree = db.open_tree("audit").unwrap();
-        let key = settle_intent.to_be_bytes();
-        let value = tree.get(key).unwrap().unwrap().to_vec();
+        // Records are stored in pages under the seq of their first record: the intent's page
+        // starts at or before it, and the intent is the first record to name the settlement.
+        let (key, value) = tree.range(..=settle_intent.to_be_bytes()).next_back().unwrap().unwrap();
+        let value = value.to_vec();
         let (from, to) = (b"S-AUDIT-1".as_slice(), b"S-AUDIT-2".as_slice());
         let at = value.windows(from.len()).position(|w| w == from).unwrap();
         let mut changed = value.clone();

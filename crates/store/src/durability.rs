@@ -49,6 +49,9 @@ pub(crate) fn flush_durably(db: &sled::Db, log: &File) -> Result<usize, StoreErr
     Ok(bytes)
 }
 
+/// See [`Durability::flush_once`].
+pub(crate) type Settle<'a> = dyn Fn() -> Result<u64, StoreError> + 'a;
+
 /// What the flusher publishes to waiters.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Published {
@@ -183,12 +186,17 @@ impl Durability {
     }
 
     /// Flushes everything applied so far, unless an earlier flush already covered it.
-    /// Used by the flusher thread and by `flush_blocking`; one at a time.
-    pub(crate) fn flush_once(&self, db: &sled::Db, log: &File) -> Result<(), StoreError> {
+    /// Used by the flusher thread and by `flush_blocking`; one at a time. `settle` writes to
+    /// sled what the store still holds in memory (audit records) and returns the applied
+    /// ticket as of then, read under the writer lock: every ticket up to it is in sled.
+    pub(crate) fn flush_once(&self, db: &sled::Db, log: &File, settle: &Settle<'_>) -> Result<(), StoreError> {
         let _turn = lock(&self.flush_lock);
         self.check_failure()?;
         // Read under the flush lock: every apply that returned before this point is covered.
-        let target = self.applied_ticket.load(Ordering::Acquire);
+        let target = match settle() {
+            Ok(target) => target,
+            Err(error) => return Err(self.fail(format!("before a flush: {error}"))),
+        };
         if target <= self.flushed_ticket.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -298,7 +306,7 @@ impl Durability {
     }
 
     /// The flusher thread's loop; returns at shutdown.
-    pub(crate) fn run_flusher(&self, db: &sled::Db, log: &File) {
+    pub(crate) fn run_flusher(&self, db: &sled::Db, log: &File, settle: &Settle<'_>) {
         loop {
             {
                 let mut requests = lock(&self.requests);
@@ -337,7 +345,7 @@ impl Durability {
             }
             // The error is not lost: `flush_once` made it sticky and published it to every
             // waiter, present and future.
-            let _ = self.flush_once(db, log);
+            let _ = self.flush_once(db, log, settle);
             let mut requests = lock(&self.requests);
             if requests.lazy_ticket <= self.flushed_ticket.load(Ordering::Acquire) {
                 requests.lazy_since = None;

@@ -29,8 +29,8 @@ mod redo;
 mod store;
 
 pub use audit::{
-    AUDIT_GENESIS_HASH, AUDIT_INTENT, AUDIT_OPEN_INTENTS_LISTED_MAX, AuditBreak, AuditEntry, AuditRecord,
-    AuditVerification, hash_hex, verify_audit_at,
+    AUDIT_GENESIS_HASH, AUDIT_INTENT, AUDIT_OPEN_INTENTS_LISTED_MAX, AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX,
+    AuditBreak, AuditEntry, AuditRecord, AuditVerification, hash_hex, verify_audit_at,
 };
 pub use bench::{BatchedWrites, bench_batched_writes};
 pub use durability::{LAZY_FLUSH_DELAY_MS, StoreStats};

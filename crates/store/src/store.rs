@@ -15,7 +15,10 @@ use exchange_core::records::{
     CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord, TransferRecord, WalletUsage,
 };
 
-use crate::audit::{AUDIT_TREE, AuditEntry, AuditRecord, AuditVerification, load_head, verify_tree};
+use crate::audit::{
+    AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_TREE, AuditEntry, AuditRecord, AuditVerification,
+    decode_audit_page, load_head, verify_tree,
+};
 use crate::codec::{account_journal_key, decode, decode_u64, encode_key, encode_value, journal_key};
 use crate::durability::{Durability, StoreStats, flush_durably, open_log};
 use crate::error::StoreError;
@@ -159,6 +162,10 @@ struct WriterState {
     /// The highest binding serial written: a `Write::BindingSerial` at or below it is dropped,
     /// so the stored serial only grows whatever order concurrent binds apply in.
     binding_serial_written: u64,
+    /// Audit records appended (chained, ticketed) but not yet in sled: written as one page
+    /// right before the next flush, or when the page is full (see `audit.rs`).
+    audit_pending: Vec<AuditRecord>,
+    audit_pending_bytes: usize,
 }
 
 /// Everything the flusher thread shares with the handles.
@@ -194,6 +201,12 @@ impl Drop for Inner {
             // dropped; the thread never panics, and if it did there is nothing left to do.
             let _ = flusher.join();
         }
+        // A clean close keeps the audit records appended since the last flush (they are held
+        // in memory until then); after a failure there is nothing more to write.
+        let shared = &*self.shared;
+        let _ = shared
+            .durability
+            .flush_once(&shared.db, &shared.log, &|| settle_audit(shared));
     }
 }
 
@@ -552,6 +565,8 @@ impl Store {
                 next_audit_seq,
                 audit_head_hash,
                 binding_serial_written: binding_serial,
+                audit_pending: Vec::new(),
+                audit_pending_bytes: 0,
             }),
             durability: Durability::new(last_journal_seq),
             binding_serial_reserved: AtomicU64::new(binding_serial),
@@ -559,7 +574,12 @@ impl Store {
         let for_flusher = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
             .name("exchange-store-flusher".to_string())
-            .spawn(move || for_flusher.durability.run_flusher(&for_flusher.db, &for_flusher.log))
+            .spawn(move || {
+                let shared = &*for_flusher;
+                shared
+                    .durability
+                    .run_flusher(&shared.db, &shared.log, &|| settle_audit(shared))
+            })
             .map_err(|error| StoreError::Flush(format!("could not start the flusher thread: {error}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -684,7 +704,9 @@ impl Store {
     /// tools; the node's request path uses [`Store::durable`]).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let shared = self.shared();
-        shared.durability.flush_once(&shared.db, &shared.log)
+        shared
+            .durability
+            .flush_once(&shared.db, &shared.log, &|| settle_audit(shared))
     }
 
     /// The ticket of the last apply (0 before any).
@@ -875,16 +897,20 @@ impl Store {
             detail: "audit sequence exhausted".to_string(),
         })?;
         let record = AuditRecord::chained(seq, writer.audit_head_hash, entry);
-        let value = encode_value("audit record", &record)?;
-        // Taken before the write so nothing can fail between the insert and its ticket.
         let ticket = following_ticket(&writer)?;
-        self.tree(TreeName::Audit)
-            .insert(journal_key(seq), value)
-            .map_err(|error| write_failed(shared, error))?;
+        let bytes = record.approximate_bytes();
+        if writer.audit_pending_bytes.saturating_add(bytes) > AUDIT_PAGE_BYTES_MAX {
+            write_audit_pending(shared, &mut writer)?;
+        }
+        writer.audit_head_hash = record.hash;
+        writer.audit_pending.push(record);
+        writer.audit_pending_bytes = writer.audit_pending_bytes.saturating_add(bytes);
         writer.last_ticket = ticket;
         writer.next_audit_seq = next_seq;
-        writer.audit_head_hash = record.hash;
         shared.durability.note_applied(ticket);
+        if writer.audit_pending.len() >= AUDIT_PAGE_RECORDS_MAX {
+            write_audit_pending(shared, &mut writer)?;
+        }
         Ok(AuditAppended { seq, ticket })
     }
 
@@ -894,19 +920,38 @@ impl Store {
         let Some(first) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
         };
-        self.tree(TreeName::Audit)
-            .range(journal_key(first)..)
-            .values()
-            .take(limit.min(AUDIT_PAGE_LEN_MAX))
-            .map(|value| decode(AUDIT_TREE, &value?))
-            .collect()
+        // Readers see every record appended so far: write the pending page first.
+        write_audit_pending(self.shared(), &mut lock_writer(self.shared()))?;
+        let tree = self.tree(TreeName::Audit);
+        // The page holding `first` starts at or before it.
+        let start = match tree.range(..=journal_key(first)).next_back() {
+            Some(item) => item?.0,
+            None => sled::IVec::from(&journal_key(first)),
+        };
+        let limit = limit.min(AUDIT_PAGE_LEN_MAX);
+        let mut records = Vec::new();
+        for page in tree.range(start..).values() {
+            for record in decode_audit_page(&page?)? {
+                if records.len() >= limit {
+                    return Ok(records);
+                }
+                if record.seq >= first {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
     }
 
     /// Walks the whole audit log up to its newest record now, checking seq continuity, every
     /// link and every hash; reports the first broken seq with a reason. `Err` only when the
     /// store cannot be read. O(records) time, O(1) memory but for unanswered intents.
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        let last = lock_writer(self.shared()).next_audit_seq.saturating_sub(1);
+        let last = {
+            let mut writer = lock_writer(self.shared());
+            write_audit_pending(self.shared(), &mut writer)?;
+            writer.next_audit_seq.saturating_sub(1)
+        };
         verify_tree(self.tree(TreeName::Audit), Some(last))
     }
 
@@ -979,6 +1024,33 @@ fn write_failed(shared: &Shared, error: sled::Error) -> StoreError {
         let _sticky = shared.durability.fail(format!("sled write: {error}"));
     }
     StoreError::Sled(error)
+}
+
+/// Writes the pending audit records as one page under the seq of its first record. Called
+/// under the writer lock. A failed write fails the store for good: those records' tickets
+/// were handed out, and a later flush must not report them durable.
+fn write_audit_pending(shared: &Shared, writer: &mut WriterState) -> Result<(), StoreError> {
+    let Some(first) = writer.audit_pending.first() else {
+        return Ok(());
+    };
+    let key = journal_key(first.seq);
+    let value = encode_value("audit page", &writer.audit_pending)?;
+    if let Err(error) = shared.trees[TreeName::Audit.index()].insert(key, value) {
+        let reason = format!("audit page not written: {error}");
+        let _sticky = shared.durability.fail(reason);
+        return Err(StoreError::Sled(error));
+    }
+    writer.audit_pending.clear();
+    writer.audit_pending_bytes = 0;
+    Ok(())
+}
+
+/// The flusher's [`crate::durability::Settle`]: the pending audit page into sled, then the
+/// applied ticket, both under the writer lock.
+fn settle_audit(shared: &Shared) -> Result<u64, StoreError> {
+    let mut writer = lock_writer(shared);
+    write_audit_pending(shared, &mut writer)?;
+    Ok(shared.durability.applied_ticket())
 }
 
 /// The ticket the next write gets.

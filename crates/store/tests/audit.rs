@@ -49,15 +49,64 @@ fn open_raw(path: &Path) -> sled::Db {
     }
 }
 
-/// Rewrites record `seq` in the raw database with `change`.
-fn tamper(path: &Path, seq: u64, change: impl FnOnce(&mut AuditRecord)) {
+/// How the records of the raw `audit` tree are laid out: (key, records) per stored value.
+type Pages = Vec<(u64, Vec<AuditRecord>)>;
+
+fn decode_page(value: &[u8]) -> Vec<AuditRecord> {
+    rmp_serde::from_slice::<Vec<AuditRecord>>(value)
+        .unwrap_or_else(|_| vec![rmp_serde::from_slice::<AuditRecord>(value).unwrap()])
+}
+
+/// Reads the raw `audit` tree, lets `change` edit its pages, and writes them back (a page of
+/// one record is written as a record alone, the layout of stores from before pages).
+fn rewrite(path: &Path, change: impl FnOnce(&mut Pages)) {
     let db = open_raw(path);
     let tree = db.open_tree("audit").unwrap();
-    let mut record: AuditRecord = rmp_serde::from_slice(&tree.get(seq.to_be_bytes()).unwrap().unwrap()).unwrap();
-    change(&mut record);
-    tree.insert(seq.to_be_bytes(), rmp_serde::to_vec(&record).unwrap())
-        .unwrap();
+    let mut pages: Pages = tree
+        .iter()
+        .map(|item| {
+            let (key, value) = item.unwrap();
+            (
+                u64::from_be_bytes(key.as_ref().try_into().unwrap()),
+                decode_page(&value),
+            )
+        })
+        .collect();
+    change(&mut pages);
+    tree.clear().unwrap();
+    for (key, records) in pages {
+        let value = match records.as_slice() {
+            [alone] => rmp_serde::to_vec(alone).unwrap(),
+            _ => rmp_serde::to_vec(&records).unwrap(),
+        };
+        tree.insert(key.to_be_bytes(), value).unwrap();
+    }
     db.flush().unwrap();
+}
+
+/// Changes record `seq` wherever its page is.
+fn tamper(path: &Path, seq: u64, change: impl FnOnce(&mut AuditRecord)) {
+    rewrite(path, |pages| {
+        let record = pages
+            .iter_mut()
+            .flat_map(|(_, records)| records.iter_mut())
+            .find(|record| record.seq == seq)
+            .expect("no such record");
+        change(record);
+    });
+}
+
+/// Splits the log into pages starting at `starts` (each record alone when a page has one).
+fn repage(path: &Path, starts: &[u64]) {
+    rewrite(path, |pages| {
+        let all: Vec<AuditRecord> = pages.drain(..).flat_map(|(_, records)| records).collect();
+        for record in all {
+            if starts.contains(&record.seq) || pages.is_empty() {
+                pages.push((record.seq, Vec::new()));
+            }
+            pages.last_mut().unwrap().1.push(record);
+        }
+    });
 }
 
 #[test]
@@ -174,24 +223,30 @@ fn a_removed_record_is_found() {
         fill(&store);
         store.flush_blocking().unwrap();
     }
-    {
-        let db = open_raw(dir.path());
-        db.open_tree("audit").unwrap().remove(3u64.to_be_bytes()).unwrap();
-        db.flush().unwrap();
-    }
+    // Out of the middle of a page (not the newest: a broken newest page stops the store
+    // from opening, as a changed newest record does).
+    repage(dir.path(), &[5]);
+    rewrite(dir.path(), |pages| pages[0].1.retain(|record| record.seq != 3));
     let store = open(dir.path());
     let broken = store.verify_audit().unwrap().broken.expect("removal not detected");
     assert_eq!(broken.seq, 3, "{broken:?}");
     assert!(broken.reason.contains("missing"), "{broken:?}");
     drop(store);
 
-    // Removing the first record is found too.
-    {
-        let db = open_raw(dir.path());
-        db.open_tree("audit").unwrap().remove(1u64.to_be_bytes()).unwrap();
-        db.flush().unwrap();
-    }
+    // Removing the first record is found too, whether a page starts with it or it is alone.
+    rewrite(dir.path(), |pages| pages[0].1.retain(|record| record.seq != 1));
     assert_eq!(verify_audit_at(dir.path()).unwrap().broken.unwrap().seq, 1);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        store.flush_blocking().unwrap();
+    }
+    repage(dir.path(), &[2]);
+    rewrite(dir.path(), |pages| pages.retain(|(key, _)| *key != 1));
+    let broken = verify_audit_at(dir.path()).unwrap().broken.unwrap();
+    assert_eq!(broken.seq, 1, "{broken:?}");
+    assert!(broken.reason.contains("missing"), "{broken:?}");
 }
 
 #[test]
@@ -202,17 +257,27 @@ fn a_record_moved_to_another_seq_or_garbage_is_found() {
         fill(&store);
         store.flush_blocking().unwrap();
     }
+    // Pages 1..3, 4..5, 6..7; then page 4 starts with a copy of record 2.
+    repage(dir.path(), &[4, 6]);
+    rewrite(dir.path(), |pages| {
+        let second = pages[0].1[1].clone();
+        pages[1].1[0] = second;
+    });
+    let broken = verify_audit_at(dir.path()).unwrap().broken.unwrap();
+    assert_eq!(broken.seq, 4, "{broken:?}");
+    assert!(broken.reason.contains("says it is 2"), "{broken:?}");
+    // Garbage where a page should be.
     {
         let db = open_raw(dir.path());
-        let tree = db.open_tree("audit").unwrap();
-        let second = tree.get(2u64.to_be_bytes()).unwrap().unwrap();
-        tree.insert(4u64.to_be_bytes(), second).unwrap();
-        tree.insert(6u64.to_be_bytes(), b"garbage".to_vec()).unwrap();
+        db.open_tree("audit")
+            .unwrap()
+            .insert(4u64.to_be_bytes(), b"garbage".to_vec())
+            .unwrap();
         db.flush().unwrap();
     }
     let broken = verify_audit_at(dir.path()).unwrap().broken.unwrap();
     assert_eq!(broken.seq, 4, "{broken:?}");
-    assert!(broken.reason.contains("says it is 2"), "{broken:?}");
+    assert!(broken.reason.contains("does not decode"), "{broken:?}");
 }
 
 #[test]
@@ -254,4 +319,54 @@ fn the_offline_verifier_needs_a_store() {
     let verification = verify_audit_at(dir.path()).unwrap();
     assert!(verification.ok());
     assert_eq!(verification.records, 0);
+}
+
+#[test]
+fn pages_and_records_alone_both_verify_page_and_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store);
+        store.flush_blocking().unwrap();
+    }
+    // Records 1 and 2 alone (the layout before pages), then pages 3..5 and 6..7.
+    repage(dir.path(), &[2, 3, 6]);
+    let store = open(dir.path());
+    let verification = store.verify_audit().unwrap();
+    assert!(verification.ok(), "{verification:?}");
+    assert_eq!(verification.records, 7);
+    let seqs = |records: Vec<AuditRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.audit_from(0, 100).unwrap()), (1..=7).collect::<Vec<_>>());
+    // Pages start and end inside a page and across pages.
+    assert_eq!(seqs(store.audit_from(1, 1).unwrap()), vec![2]);
+    assert_eq!(seqs(store.audit_from(3, 2).unwrap()), vec![4, 5]);
+    assert_eq!(seqs(store.audit_from(4, 10).unwrap()), vec![5, 6, 7]);
+    // The chain goes on from the newest page, and a pending record is read and verified.
+    assert_eq!(store.append_audit(&entry("freeze", "ok", None)).unwrap().seq, 8);
+    assert_eq!(seqs(store.audit_from(6, 10).unwrap()), vec![7, 8]);
+    assert!(store.verify_audit().unwrap().ok());
+}
+
+#[test]
+fn many_appends_are_stored_in_bounded_pages_and_kept_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let appended = 3 * exchange_store::AUDIT_PAGE_RECORDS_MAX as u64 + 5;
+    {
+        let store = open(dir.path());
+        for _ in 0..appended {
+            store.append_audit(&entry("get_account", "ok", None)).unwrap();
+        }
+        // No flush: closing the store writes what is pending.
+    }
+    let mut pages = Vec::new();
+    rewrite(dir.path(), |stored| pages = stored.clone());
+    assert!(pages.len() >= 4, "{} pages", pages.len());
+    assert!(pages.len() < appended as usize / 10, "{} pages", pages.len());
+    for (key, records) in &pages {
+        assert_eq!(*key, records[0].seq);
+        assert!(records.len() <= exchange_store::AUDIT_PAGE_RECORDS_MAX);
+    }
+    let verification = verify_audit_at(dir.path()).unwrap();
+    assert!(verification.ok(), "{verification:?}");
+    assert_eq!(verification.records, appended);
 }
