@@ -587,6 +587,13 @@ pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError
                     phase.client.failed
                 ),
             );
+            let seconds: Vec<String> = phase
+                .client
+                .latency_by_second
+                .iter()
+                .map(|second| format!("{:.0}", second.p99_ms))
+                .collect();
+            progress(options, &format!("  p99 ms by second: {}", seconds.join(" ")));
             report.phases.push(phase);
         }
         let peaks = sample(&nodes);

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::error::BenchError;
-use crate::latency::{LatencySummary, summarize};
+use crate::latency::{LatencySummary, SecondSummary, by_second, summarize};
 
 /// Most requests one client run may schedule (bounds memory for latency samples).
 pub const SCHEDULED_MAX: u64 = 20_000_000;
@@ -77,6 +77,9 @@ pub struct ClientReport {
     /// Settled with the grantors paying the whole self-pay part (no cash fallback).
     pub aided_per_s: f64,
     pub latency: LatencySummary,
+    /// The same, second by second of the schedule (settled answers only).
+    #[serde(default)]
+    pub latency_by_second: Vec<SecondSummary>,
     /// Longest lag of the scheduler behind its schedule (the client itself saturating).
     pub schedule_lag_max_ms: f64,
     pub client_cpu_s: f64,
@@ -168,7 +171,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
         planned as u64
     };
     let in_flight = Arc::new(Semaphore::new(spec.in_flight_max.clamp(1, 1_000_000)));
-    let (sender, mut receiver) = mpsc::unbounded_channel::<(u64, Outcome)>();
+    let (sender, mut receiver) = mpsc::unbounded_channel::<(u32, u64, Outcome)>();
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let interval_s = 1.0 / spec.rate_per_s;
     let cpu_before = crate::sys::proc_sample(std::process::id())
@@ -220,6 +223,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
         )?;
         let sender = sender.clone();
         let self_pay_fen = spec.self_pay_fen;
+        let second = offset_s as u32;
         tokio::spawn(async move {
             let outcome = match conn.call(ClientRequest::Settle(request)).await {
                 Ok(ClientReply::Settled(receipt)) => {
@@ -244,7 +248,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
             let micros =
                 u64::try_from(Instant::now().saturating_duration_since(scheduled).as_micros()).unwrap_or(u64::MAX);
             drop(permit);
-            let _receiver_gone = sender.send((micros, outcome));
+            let _receiver_gone = sender.send((second, micros, outcome));
         });
     }
     drop(sender);
@@ -254,7 +258,8 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
         ..ClientReport::default()
     };
     let mut latencies = Vec::with_capacity(usize::try_from(scheduled_total).unwrap_or(0));
-    while let Some((micros, outcome)) = receiver.recv().await {
+    let mut timed = Vec::with_capacity(usize::try_from(scheduled_total).unwrap_or(0));
+    while let Some((second, micros, outcome)) = receiver.recv().await {
         match outcome {
             Outcome::Settled { short } => {
                 report.settled = report.settled.saturating_add(1);
@@ -263,6 +268,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
                     report.first_short.get_or_insert(why);
                 }
                 latencies.push(micros);
+                timed.push((second, micros));
             }
             Outcome::Refused(error) => {
                 report.refused = report.refused.saturating_add(1);
@@ -284,6 +290,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
     let aided = report.settled.saturating_sub(report.settled_short);
     report.aided_per_s = if elapsed > 0.0 { aided as f64 / elapsed } else { 0.0 };
     report.latency = summarize(latencies);
+    report.latency_by_second = by_second(&timed);
     report.schedule_lag_max_ms = lag_max.as_secs_f64() * 1_000.0;
     let cpu_after = crate::sys::proc_sample(std::process::id())
         .map(|s| s.cpu_s)
