@@ -38,6 +38,8 @@ use crate::time::Now;
 
 /// Longest institution code accepted, in bytes.
 pub const INSTITUTION_LEN_MAX: usize = 64;
+/// Most delivered outbox items whose removal waits for the coordinator's next write set.
+pub const DELIVERED_HELD_MAX: usize = 256;
 
 type Outcome<V> = Result<Effects, HandlerError<<V as LedgerView>::Error>>;
 
@@ -112,6 +114,8 @@ pub struct Coordinator {
     order: GrantorOrder,
     inflight: BTreeMap<SettlementId, Inflight>,
     deliveries: Deliveries,
+    /// Fully acknowledged outbox items not yet removed from the store (see `on_ack`).
+    delivered: Vec<OutboxKey>,
 }
 
 fn leg_reply(leg: &DecidedLeg) -> PeerMessage {
@@ -135,6 +139,16 @@ impl Coordinator {
             order,
             inflight: BTreeMap::new(),
             deliveries: Deliveries::default(),
+            delivered: Vec::new(),
+        }
+    }
+
+    /// Adds the removal of every delivered outbox item held back to `effects`, whose writes
+    /// the caller applies as one set. `NodeCore::handle` calls it for every handler that
+    /// writes anything.
+    pub fn write_delivered(&mut self, effects: &mut Effects) {
+        for key in self.delivered.drain(..) {
+            effects.writes.push(Write::Outbox { key, live: false });
         }
     }
 
@@ -803,7 +817,14 @@ impl Coordinator {
             }
         }
         if self.deliveries.ack(&key, &ack, from) == Some(true) {
-            effects.writes.push(Write::Outbox { key, live: false });
+            // Removing a delivered item needs no write set of its own: while a settlement is
+            // in flight, its decision is certain to write, and the removal rides on that set
+            // (under load, one set less per settlement). A crash meanwhile leaves the item in
+            // the outbox; recovery delivers it again and the participant answers the same.
+            self.delivered.push(key);
+            if self.inflight.is_empty() || self.delivered.len() >= DELIVERED_HELD_MAX {
+                self.write_delivered(&mut effects);
+            }
         }
         Ok(effects)
     }

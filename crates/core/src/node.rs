@@ -134,7 +134,23 @@ impl NodeCore {
 
     /// Handles one input. The caller applies `writes` atomically and durably before it lets any
     /// send or reply leave, and applies them before it handles the next input.
+    ///
+    /// A handler that writes also carries the removal of outbox items the coordinator saw
+    /// fully acknowledged since its last write (`Coordinator::on_ack`).
     pub fn handle<V: LedgerView>(
+        &mut self,
+        view: &V,
+        input: Input,
+        now: Now,
+    ) -> Result<Effects, HandlerError<V::Error>> {
+        let mut effects = self.handle_input(view, input, now)?;
+        if !effects.writes.is_empty() {
+            self.coordinator.write_delivered(&mut effects);
+        }
+        Ok(effects)
+    }
+
+    fn handle_input<V: LedgerView>(
         &mut self,
         view: &V,
         input: Input,

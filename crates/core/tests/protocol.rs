@@ -312,6 +312,49 @@ fn cross_province_settlement_with_two_grantors_pays_in_order() {
 }
 
 #[test]
+fn a_delivered_outbox_item_is_removed_by_the_next_decision_while_others_are_in_flight() {
+    use exchange_core::records::OutboxKey;
+    let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
+    let f = family(&mut cluster, Limits::default());
+    let outbox =
+        |cluster: &Cluster| -> Vec<OutboxKey> { cluster.ledger(CHONGQING).tables().outbox.iter().cloned().collect() };
+    // Nothing else in flight: the last ack removes the item at once.
+    cluster.settle("S-ALONE", f.grandmother, yuan(100));
+    cluster.deliver_all();
+    assert!(outbox(&cluster).is_empty());
+    // S-WAIT is in flight (its prepares held back) while S-DONE completes: S-DONE's item
+    // stays in the store, its removal held for the next write set.
+    cluster.settle("S-WAIT", f.grandmother, yuan(100));
+    let held: Vec<_> = cluster.network.drain(..).collect();
+    assert!(!held.is_empty());
+    cluster.settle("S-DONE", f.grandmother, yuan(100));
+    cluster.deliver_all();
+    assert_eq!(
+        outbox(&cluster),
+        vec![OutboxKey::Settlement(SettlementId::new("S-DONE").unwrap())]
+    );
+    // S-WAIT's decision writes S-DONE's removal with its own record and outbox item.
+    cluster.network.extend(held);
+    let mut decision = None;
+    while let Some((from, to, message)) = cluster.network.pop_front() {
+        let effects = cluster.step(to, Input::Peer { from, message });
+        if to == p(CHONGQING) && effects.writes.iter().any(|w| matches!(w, Write::Settlement(_))) {
+            decision = Some(effects);
+        }
+    }
+    let decision = decision.expect("S-WAIT was decided");
+    assert!(decision.writes.iter().any(|w| matches!(
+        w,
+        Write::Outbox { key: OutboxKey::Settlement(id), live: false } if id.as_str() == "S-DONE"
+    )));
+    assert!(
+        outbox(&cluster).is_empty(),
+        "S-WAIT's own acks came with nothing else in flight"
+    );
+    assert_eq!(cluster.live_holds(), 0);
+}
+
+#[test]
 fn duplicate_settle_returns_the_same_receipt_and_another_request_is_refused() {
     let mut cluster = Cluster::new(&[BEIJING, CHONGQING, SICHUAN]);
     let f = family(&mut cluster, Limits::default());
