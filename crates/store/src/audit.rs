@@ -11,10 +11,10 @@
 //! written to the store's `audit` tree in **pages**: a list of consecutive records under the
 //! seq (big-endian) of its first, written right before the next flush or when a page is full
 //! (`AUDIT_PAGE_RECORDS_MAX`, `AUDIT_PAGE_BYTES_MAX`). A flush that covers an action's ticket
-//! so covers its intent, as before; what changes is one sled insert per flush instead of two
-//! per settlement (the audit log was ~12 % of a coordinator's CPU, most of it sled inserts and
-//! node splits of this ever-growing tree). A page of one record is a record alone (the layout
-//! of stores written before pages), and readers accept both.
+//! so covers its intent, as before; what changes is one sled insert per page (about ten
+//! settlements) instead of two per settlement (the audit log was ~12 % of a coordinator's CPU,
+//! most of it sled inserts and node splits of this ever-growing tree). A page of one record is
+//! a record alone (the layout of stores written before pages), and readers accept both.
 //!
 //! What a chain cannot show alone: a rewrite of the whole chain from some record on (every
 //! hash recomputed), or the removal of the newest records. Against both, keep the head hash
@@ -42,9 +42,12 @@ pub const AUDIT_GENESIS_HASH: [u8; 32] = [0; 32];
 const HASH_DOMAIN: &[u8] = b"exchange-audit-v1\0";
 /// Most records in one stored page.
 pub const AUDIT_PAGE_RECORDS_MAX: usize = 64;
-/// Most bytes (about) of one stored page: well below the ~128 KiB at which sled moves a value
-/// to a blob file of its own.
-pub const AUDIT_PAGE_BYTES_MAX: usize = 64 * 1024;
+/// Most bytes (about) of one stored page. sled 0.34 writes any log item over ~128 KiB
+/// (a quarter of its 512 KiB segment) to a blob file of its own, which it never `fsync`s; a
+/// leaf of the tree is one item when sled rewrites it whole, and holds up to 17 values before
+/// it splits. So a page must stay under ~7 KiB, or the audit tree's leaves become blob files
+/// (found in a benchmark: 64 KiB pages made a coordinator write ~25 blob files a second).
+pub const AUDIT_PAGE_BYTES_MAX: usize = 6 * 1024;
 /// Most unanswered intents a verification lists (it counts them all).
 pub const AUDIT_OPEN_INTENTS_LISTED_MAX: usize = 20;
 

@@ -370,3 +370,32 @@ fn many_appends_are_stored_in_bounded_pages_and_kept_on_close() {
     assert!(verification.ok(), "{verification:?}");
     assert_eq!(verification.records, appended);
 }
+
+#[test]
+fn audit_pages_never_become_sled_blob_files() {
+    // sled writes a log item over ~128 KiB to a blob file it never fsyncs; a whole leaf of
+    // the audit tree is one such item when sled rewrites it. Records of every size, the
+    // largest summaries included, must keep every leaf under that.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for index in 0..3_000usize {
+            let detail = "d".repeat([200, 1_000, 5_000][index % 3]);
+            store
+                .append_audit(&AuditEntry {
+                    detail,
+                    ..entry("settle", "ok", None)
+                })
+                .unwrap();
+            if index % 40 == 0 {
+                store.flush_blocking().unwrap();
+            }
+        }
+        store.flush_blocking().unwrap();
+    }
+    let blobs = std::fs::read_dir(dir.path().join("blobs"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "audit pages were written as sled blob files");
+    assert!(verify_audit_at(dir.path()).unwrap().ok());
+}
