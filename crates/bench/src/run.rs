@@ -79,6 +79,9 @@ pub struct BenchOptions {
     pub connections_per_node: usize,
     pub self_pay_fen: u64,
     pub poisson: bool,
+    /// Settlement ids at random positions of the key space (as UUIDs would be) instead of a
+    /// hospital's fixed-width serial numbers.
+    pub random_ids: bool,
     pub seed: u64,
     pub phases: Vec<PhaseKind>,
     pub transport_s: u64,
@@ -349,6 +352,7 @@ impl PhaseRun<'_> {
             id_prefix: format!("BENCH-{}-{name}", self.options.seed),
             seed: self.options.seed,
             poisson: self.options.poisson,
+            random_ids: self.options.random_ids,
         };
         let spec_path = self.dir.join(format!("client-{name}.json"));
         std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;

@@ -56,6 +56,22 @@ pub struct ClientSpec {
     pub seed: u64,
     /// Exponential gaps (Poisson arrivals) instead of fixed intervals.
     pub poisson: bool,
+    /// Random settlement ids (see `settlement_id`).
+    #[serde(default)]
+    pub random_ids: bool,
+}
+
+/// The id of the `index`-th settlement of a run. By default a fixed-width serial number, as a
+/// hospital's system numbers its bills, so ids arrive in key order and the node's trees keyed
+/// by them grow at one edge. With `random` a random 64-bit hex id (a UUID-like id), which lands
+/// anywhere in the key space: every tree keyed by it is then written all over, and its working
+/// set grows with the store (`--random-ids`, see BENCHMARKS.md).
+pub fn settlement_id(prefix: &str, index: u64, random: bool, rng: &mut impl Rng) -> String {
+    if random {
+        format!("{prefix}-{:016x}", rng.random::<u64>())
+    } else {
+        format!("{prefix}-{index:010}")
+    }
 }
 
 /// What the client measured (printed as one JSON line on stdout).
@@ -216,7 +232,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
             continue;
         };
         let request = settle_request(
-            format!("{}-{index}", spec.id_prefix),
+            settlement_id(&spec.id_prefix, index, spec.random_ids, &mut rng),
             person,
             province,
             spec.self_pay_fen,
@@ -330,4 +346,25 @@ pub async fn client_main(spec_path: &std::path::Path) -> Result<(), BenchError> 
     let _closed = read_line_with_timeout(&mut stdin).await;
     drop(keep_alive);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_ids_sort_in_schedule_order_and_random_ones_do_not_repeat() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let serial: Vec<String> = [9u64, 10, 11, 100, 1_000_000]
+            .iter()
+            .map(|i| settlement_id("B", *i, false, &mut rng))
+            .collect();
+        let mut sorted = serial.clone();
+        sorted.sort();
+        assert_eq!(serial, sorted, "fixed width: key order is schedule order");
+        let random: std::collections::BTreeSet<String> =
+            (0..1_000).map(|i| settlement_id("B", i, true, &mut rng)).collect();
+        assert_eq!(random.len(), 1_000);
+        assert!(random.iter().all(|id| id.len() == "B-".len() + 16));
+    }
 }

@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Poisson arrivals instead of fixed intervals.
     #[arg(long)]
     poisson: bool,
+    /// Random settlement ids (UUID-like) instead of a hospital's fixed-width serial numbers.
+    #[arg(long)]
+    random_ids: bool,
     /// Self-pay part of each settlement, fen.
     #[arg(long, default_value_t = 100)]
     self_pay_fen: u64,
@@ -128,6 +131,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         connections_per_node: args.connections,
         self_pay_fen: args.self_pay_fen,
         poisson: args.poisson,
+        random_ids: args.random_ids,
         seed: args.seed,
         phases,
         transport_s: args.transport_seconds,
