@@ -189,6 +189,8 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
     let in_flight = Arc::new(Semaphore::new(spec.in_flight_max.clamp(1, 1_000_000)));
     let (sender, mut receiver) = mpsc::unbounded_channel::<(u32, u64, Outcome)>();
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    // Ids draw from their own stream, so `--random-ids` does not change the schedule.
+    let mut id_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x1d5_1d5);
     let interval_s = 1.0 / spec.rate_per_s;
     let cpu_before = crate::sys::proc_sample(std::process::id())
         .map(|s| s.cpu_s)
@@ -232,7 +234,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
             continue;
         };
         let request = settle_request(
-            settlement_id(&spec.id_prefix, index, spec.random_ids, &mut rng),
+            settlement_id(&spec.id_prefix, index, spec.random_ids, &mut id_rng),
             person,
             province,
             spec.self_pay_fen,

@@ -1,11 +1,12 @@
 //! A local cluster of real node processes on loopback, for the demo, tests, benchmarks and
 //! chaos runs: certificates, configuration files, data directories, processes, and clients.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use exchange_core::Province;
@@ -68,10 +69,38 @@ pub struct LocalCluster {
     pub nodes: BTreeMap<Province, ClusterNode>,
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough on a quiet loopback).
+/// Listening ports are picked in this range, below Linux's ephemeral range (32768–60999 by
+/// default) from which the kernel takes the source port of every outgoing connection: a port
+/// from there, released until the node binds it, can meanwhile be taken by any connection
+/// (seen in CI as a node failing with "Address already in use").
+pub const LISTEN_PORT_MIN: u16 = 20_000;
+pub const LISTEN_PORT_MAX: u16 = 32_000;
+
+/// Ports this process handed out, so clusters launched at once never share one.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A free TCP port on 127.0.0.1 for a node to listen on: in `LISTEN_PORT_MIN..LISTEN_PORT_MAX`,
+/// not handed out before by this process, and bindable now (then released for the node).
 pub fn free_port() -> Result<SocketAddr, NodeError> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let span = u64::from(LISTEN_PORT_MAX - LISTEN_PORT_MIN);
+    // Start somewhere different in every process, so concurrent ones rarely probe the same.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::from(elapsed.subsec_nanos()));
+    let start = (u64::from(std::process::id()).wrapping_mul(7_919) ^ nanos) % span;
+    for step in 0..span {
+        let offset = u16::try_from((start + step) % span).unwrap_or(0);
+        let port = LISTEN_PORT_MIN + offset;
+        if handed.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            handed.insert(port);
+            return Ok(listener.local_addr()?);
+        }
+    }
+    Err(NodeError::Unavailable("no free port to listen on in 20000..32000"))
 }
 
 /// What the configuration file of one cluster node says.
@@ -328,5 +357,17 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let ports: BTreeSet<u16> = (0..50).map(|_| free_port().unwrap().port()).collect();
+        assert_eq!(ports.len(), 50);
+        assert!(ports.iter().all(|p| (LISTEN_PORT_MIN..LISTEN_PORT_MAX).contains(p)));
     }
 }

@@ -7,14 +7,16 @@
 //! big-endian integers, length-prefixed UTF-8), so it does not depend on how the record is
 //! stored.
 //!
-//! Storage: records are appended in memory (chained and given a durability ticket at once) and
-//! written to the store's `audit` tree in **pages**: a list of consecutive records under the
-//! seq (big-endian) of its first, written right before the next flush or when a page is full
-//! (`AUDIT_PAGE_RECORDS_MAX`, `AUDIT_PAGE_BYTES_MAX`). A flush that covers an action's ticket
-//! so covers its intent, as before; what changes is one sled insert per page (about ten
-//! settlements) instead of two per settlement (the audit log was ~12 % of a coordinator's CPU,
-//! most of it sled inserts and node splits of this ever-growing tree). A page of one record is
-//! a record alone (the layout of stores written before pages), and readers accept both.
+//! Storage: records are chained and given a durability ticket at append, and written to the
+//! store's `audit` tree in **pages**: a list of consecutive records under the seq (big-endian)
+//! of its first. Outcome and read records wait in memory and go out with the next page; an
+//! intent goes out at once, with whatever waits before it, so it is in sled's log before any
+//! write of its action (sled recovers a prefix of its log: after a crash no effect survives
+//! without its intent). Pages are also written right before every flush and when full
+//! (`AUDIT_PAGE_RECORDS_MAX`, `AUDIT_PAGE_BYTES_MAX`). So a settlement costs one sled insert
+//! for its audit records instead of two (the audit log was ~12 % of a coordinator's CPU, most
+//! of it sled inserts and node splits of this ever-growing tree). Stores written before pages
+//! hold one record per key; readers and verifiers accept both.
 //!
 //! What a chain cannot show alone: a rewrite of the whole chain from some record on (every
 //! hash recomputed), or the removal of the newest records. Against both, keep the head hash
@@ -28,9 +30,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::AUDIT_TEXT_BYTES_MAX;
 use crate::codec::{decode, decode_u64};
 use crate::error::StoreError;
+use crate::{AUDIT_SHORT_TEXT_BYTES_MAX, AUDIT_TEXT_BYTES_MAX};
 
 /// The name of the sled tree that holds the audit log.
 pub(crate) const AUDIT_TREE: &str = "audit";
@@ -47,6 +49,7 @@ pub const AUDIT_PAGE_RECORDS_MAX: usize = 64;
 /// leaf of the tree is one item when sled rewrites it whole, and holds up to 17 values before
 /// it splits. So a page must stay under ~7 KiB, or the audit tree's leaves become blob files
 /// (found in a benchmark: 64 KiB pages made a coordinator write ~25 blob files a second).
+/// A record alone is at most ~5.8 KiB (`AUDIT_TEXT_BYTES_MAX` + 3 × `AUDIT_SHORT_TEXT_BYTES_MAX`).
 pub const AUDIT_PAGE_BYTES_MAX: usize = 6 * 1024;
 /// Most unanswered intents a verification lists (it counts them all).
 pub const AUDIT_OPEN_INTENTS_LISTED_MAX: usize = 20;
@@ -84,15 +87,16 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// Builds record `seq` after a record whose hash is `prev_hash`, truncating long texts to
-    /// `AUDIT_TEXT_BYTES_MAX` bytes (at a character boundary).
+    /// `AUDIT_TEXT_BYTES_MAX` (the detail) or `AUDIT_SHORT_TEXT_BYTES_MAX` bytes (at a character
+    /// boundary).
     pub(crate) fn chained(seq: u64, prev_hash: [u8; 32], entry: &AuditEntry) -> AuditRecord {
         let mut record = AuditRecord {
             seq,
             wall_ms: entry.wall_ms,
-            actor: bounded(&entry.actor),
-            action: bounded(&entry.action),
-            detail: bounded(&entry.detail),
-            outcome: bounded(&entry.outcome),
+            actor: bounded(&entry.actor, AUDIT_SHORT_TEXT_BYTES_MAX),
+            action: bounded(&entry.action, AUDIT_SHORT_TEXT_BYTES_MAX),
+            detail: bounded(&entry.detail, AUDIT_TEXT_BYTES_MAX),
+            outcome: bounded(&entry.outcome, AUDIT_SHORT_TEXT_BYTES_MAX),
             intent_seq: entry.intent_seq,
             prev_hash,
             hash: [0; 32],
@@ -131,7 +135,8 @@ impl AuditRecord {
     /// About how many bytes the record takes stored (for the page size limit).
     pub(crate) fn approximate_bytes(&self) -> usize {
         let texts = [&self.actor, &self.action, &self.detail, &self.outcome];
-        texts.iter().map(|text| text.len()).sum::<usize>().saturating_add(128)
+        // Over-estimates the MessagePack overhead (two 32-byte hashes, integers, headers).
+        texts.iter().map(|text| text.len()).sum::<usize>().saturating_add(192)
     }
 
     /// Whether this record is an intent (written before its action ran).
@@ -159,11 +164,11 @@ pub fn hash_hex(hash: &[u8; 32]) -> String {
     text
 }
 
-fn bounded(text: &str) -> String {
-    if text.len() <= AUDIT_TEXT_BYTES_MAX {
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
         return text.to_string();
     }
-    let mut end = AUDIT_TEXT_BYTES_MAX.saturating_sub(3);
+    let mut end = max.saturating_sub(3);
     while !text.is_char_boundary(end) {
         end = end.saturating_sub(1);
     }

@@ -54,9 +54,11 @@ pub const WRITE_SET_LEN_MAX: usize = 4096;
 pub const JOURNAL_PAGE_LEN_MAX: usize = 10_000;
 /// Most audit records returned by one `audit_from` page.
 pub const AUDIT_PAGE_LEN_MAX: usize = 1_000;
-/// Longest actor, action, detail or outcome text of an audit record, in bytes; longer texts
-/// are cut (with `…`).
+/// Longest detail (summary) of an audit record, in bytes; longer texts are cut (with `…`).
 pub const AUDIT_TEXT_BYTES_MAX: usize = 4 * 1024;
+/// Longest actor, action or outcome text of an audit record, in bytes (cut likewise). With
+/// the detail's bound this keeps a whole record under the audit page size (see `audit.rs`).
+pub const AUDIT_SHORT_TEXT_BYTES_MAX: usize = 512;
 /// Longest name of a meta counter, in bytes.
 pub const META_NAME_BYTES_MAX: usize = 64;
 /// Longest wait at open for the database's file lock, held briefly by sled's I/O threads

@@ -897,6 +897,7 @@ impl Store {
             detail: "audit sequence exhausted".to_string(),
         })?;
         let record = AuditRecord::chained(seq, writer.audit_head_hash, entry);
+        let intent = record.is_intent();
         let ticket = following_ticket(&writer)?;
         let bytes = record.approximate_bytes();
         if writer.audit_pending_bytes.saturating_add(bytes) > AUDIT_PAGE_BYTES_MAX {
@@ -908,7 +909,8 @@ impl Store {
         writer.last_ticket = ticket;
         writer.next_audit_seq = next_seq;
         shared.durability.note_applied(ticket);
-        if writer.audit_pending.len() >= AUDIT_PAGE_RECORDS_MAX {
+        // An intent must be in sled's log before any write of its action (see `audit.rs`).
+        if intent || writer.audit_pending.len() >= AUDIT_PAGE_RECORDS_MAX {
             write_audit_pending(shared, &mut writer)?;
         }
         Ok(AuditAppended { seq, ticket })
@@ -920,8 +922,11 @@ impl Store {
         let Some(first) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
         };
-        // Readers see every record appended so far: write the pending page first.
-        write_audit_pending(self.shared(), &mut lock_writer(self.shared()))?;
+        // Readers see every record appended so far: write the pending page first (unless the
+        // store failed: then what is stored is all there is to read).
+        if self.shared().durability.check_failure().is_ok() {
+            write_audit_pending(self.shared(), &mut lock_writer(self.shared()))?;
+        }
         let tree = self.tree(TreeName::Audit);
         // The page holding `first` starts at or before it.
         let start = match tree.range(..=journal_key(first)).next_back() {
@@ -949,8 +954,14 @@ impl Store {
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
         let last = {
             let mut writer = lock_writer(self.shared());
-            write_audit_pending(self.shared(), &mut writer)?;
-            writer.next_audit_seq.saturating_sub(1)
+            if self.shared().durability.check_failure().is_ok() {
+                write_audit_pending(self.shared(), &mut writer)?;
+                writer.next_audit_seq.saturating_sub(1)
+            } else {
+                // Only what is stored can be verified; pending records were never acknowledged.
+                let pending = u64::try_from(writer.audit_pending.len()).unwrap_or(u64::MAX);
+                writer.next_audit_seq.saturating_sub(pending.saturating_add(1))
+            }
         };
         verify_tree(self.tree(TreeName::Audit), Some(last))
     }
@@ -1140,6 +1151,49 @@ mod tests {
         };
         let store = Store::open(dir.path(), &config).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn an_intent_is_in_sled_before_any_write_of_its_action_and_outcomes_wait() {
+        let (_dir, store) = open_temp();
+        let shared = store.shared();
+        let entry = |outcome: &str, intent_seq: Option<u64>| AuditEntry {
+            wall_ms: 1,
+            actor: "bureau.500000.exchange".into(),
+            action: "credit".into(),
+            detail: "x".into(),
+            outcome: outcome.into(),
+            intent_seq,
+        };
+        let stored = || shared.trees[TreeName::Audit.index()].len();
+        let read = store.append_audit(&entry("ok", None)).unwrap();
+        assert_eq!(
+            (stored(), lock_writer(shared).audit_pending.len()),
+            (0, 1),
+            "a read record waits"
+        );
+        let intent = store.append_audit(&entry(crate::AUDIT_INTENT, None)).unwrap();
+        assert_eq!(
+            lock_writer(shared).audit_pending.len(),
+            0,
+            "the intent went out at once"
+        );
+        assert_eq!(stored(), 1, "as one page with the record before it");
+        let page = shared.trees[TreeName::Audit.index()]
+            .get(journal_key(read.seq))
+            .unwrap()
+            .unwrap();
+        let seqs: Vec<u64> = decode_audit_page(&page).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![read.seq, intent.seq]);
+        store.append_audit(&entry("ok", Some(intent.seq))).unwrap();
+        assert_eq!(
+            lock_writer(shared).audit_pending.len(),
+            1,
+            "its outcome waits for a flush"
+        );
+        store.flush_blocking().unwrap();
+        assert_eq!((stored(), lock_writer(shared).audit_pending.len()), (2, 0));
+        assert!(store.verify_audit().unwrap().ok());
     }
 
     /// sled cannot be made to fail a flush on demand, so the failure is injected where a real
