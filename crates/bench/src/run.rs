@@ -503,10 +503,11 @@ pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError
             progress(
                 options,
                 &format!(
-                    "loaded in {:.1} s ({:.0}/s), store {} MiB",
+                    "loaded in {:.1} s ({:.0}/s), store {} MiB, checkpoint (one open) {:.1} s",
                     loaded.seconds,
                     loaded.accounts_per_s,
-                    loaded.store_bytes >> 20
+                    loaded.store_bytes >> 20,
+                    loaded.checkpoint_s
                 ),
             );
             report.bulk_load = Some(loaded);
