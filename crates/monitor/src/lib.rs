@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use exchange_pki::{PeerIdentity, PkiLayout, client_tls_config, load_ca, load_identity};
 use tokio::task::JoinHandle;
 
@@ -87,17 +86,7 @@ pub async fn start(config: MonitorConfig) -> Result<MonitorHandle, MonitorError>
     }));
     let app = http::router(shared.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(error) = axum::serve(
-            listener.tap_io(|tcp| {
-                // Small HTTP responses and SSE events go out at once, not after a delayed ACK.
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "TCP_NODELAY not set");
-                }
-            }),
-            app,
-        )
-        .await
-        {
+        if let Err(error) = axum::serve(exchange_node::http::without_nagle(listener), app).await {
             tracing::error!(%error, "monitor HTTP server stopped");
         }
     }));

@@ -47,19 +47,21 @@ pub async fn serve_metrics(ctx: Context, listen: SocketAddr) -> Result<SocketAdd
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(
-            listener.tap_io(|tcp| {
-                // Small HTTP responses and SSE events go out at once, not after a delayed ACK.
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "TCP_NODELAY not set");
-                }
-            }),
-            app,
-        )
-        .await
-        {
+        if let Err(error) = axum::serve(without_nagle(listener), app).await {
             tracing::error!(%error, "metrics server stopped");
         }
     });
     Ok(addr)
+}
+
+/// `listener` with `TCP_NODELAY` on every accepted connection, so small HTTP responses and SSE
+/// events go out at once instead of waiting for the peer's delayed ACK.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    })
 }

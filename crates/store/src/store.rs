@@ -165,7 +165,6 @@ struct WriterState {
     /// Audit records appended (chained, ticketed) but not yet in sled: written as one page
     /// right before the next flush, or when the page is full (see `audit.rs`).
     audit_pending: Vec<AuditRecord>,
-    audit_pending_bytes: usize,
 }
 
 /// Everything the flusher thread shares with the handles.
@@ -566,7 +565,6 @@ impl Store {
                 audit_head_hash,
                 binding_serial_written: binding_serial,
                 audit_pending: Vec::new(),
-                audit_pending_bytes: 0,
             }),
             durability: Durability::new(last_journal_seq),
             binding_serial_reserved: AtomicU64::new(binding_serial),
@@ -899,13 +897,12 @@ impl Store {
         let record = AuditRecord::chained(seq, writer.audit_head_hash, entry);
         let intent = record.is_intent();
         let ticket = following_ticket(&writer)?;
-        let bytes = record.approximate_bytes();
-        if writer.audit_pending_bytes.saturating_add(bytes) > AUDIT_PAGE_BYTES_MAX {
+        let pending_bytes: usize = writer.audit_pending.iter().map(AuditRecord::approximate_bytes).sum();
+        if pending_bytes.saturating_add(record.approximate_bytes()) > AUDIT_PAGE_BYTES_MAX {
             write_audit_pending(shared, &mut writer)?;
         }
         writer.audit_head_hash = record.hash;
         writer.audit_pending.push(record);
-        writer.audit_pending_bytes = writer.audit_pending_bytes.saturating_add(bytes);
         writer.last_ticket = ticket;
         writer.next_audit_seq = next_seq;
         shared.durability.note_applied(ticket);
@@ -1052,7 +1049,6 @@ fn write_audit_pending(shared: &Shared, writer: &mut WriterState) -> Result<(), 
         return Err(StoreError::Sled(error));
     }
     writer.audit_pending.clear();
-    writer.audit_pending_bytes = 0;
     Ok(())
 }
 

@@ -34,6 +34,15 @@ fn fill(store: &Store) {
     store.append_audit(&entry("records", "ok", None)).unwrap();
 }
 
+/// A closed store holding the records of [`fill`], flushed.
+fn filled_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store);
+    store.flush_blocking().unwrap();
+    dir
+}
+
 /// sled releases a dropped database's file lock a little later; wait for it.
 fn open_raw(path: &Path) -> sled::Db {
     let started = Instant::now();
@@ -178,12 +187,7 @@ fn audit_appends_share_the_tickets_of_applies() {
 
 #[test]
 fn a_changed_record_is_found_at_its_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        fill(&store);
-        store.flush_blocking().unwrap();
-    }
+    let dir = filled_store();
     tamper(dir.path(), 3, |record| record.detail = "settle nothing to see".into());
     // The newest record is intact, so the node still opens; the verifier finds seq 3.
     let store = open(dir.path());
@@ -199,12 +203,7 @@ fn a_changed_record_is_found_at_its_seq() {
 
 #[test]
 fn a_changed_record_with_a_recomputed_hash_breaks_the_next_link() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        fill(&store);
-        store.flush_blocking().unwrap();
-    }
+    let dir = filled_store();
     tamper(dir.path(), 4, |record| {
         record.outcome = "ok".into();
         record.hash = record.compute_hash();
@@ -217,12 +216,7 @@ fn a_changed_record_with_a_recomputed_hash_breaks_the_next_link() {
 
 #[test]
 fn a_removed_record_is_found() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        fill(&store);
-        store.flush_blocking().unwrap();
-    }
+    let dir = filled_store();
     // Out of the middle of a page (not the newest: a broken newest page stops the store
     // from opening, as a changed newest record does).
     repage(dir.path(), &[5]);
@@ -236,12 +230,7 @@ fn a_removed_record_is_found() {
     // Removing the first record is found too, whether a page starts with it or it is alone.
     rewrite(dir.path(), |pages| pages[0].1.retain(|record| record.seq != 1));
     assert_eq!(verify_audit_at(dir.path()).unwrap().broken.unwrap().seq, 1);
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        fill(&store);
-        store.flush_blocking().unwrap();
-    }
+    let dir = filled_store();
     repage(dir.path(), &[2]);
     rewrite(dir.path(), |pages| pages.retain(|(key, _)| *key != 1));
     let broken = verify_audit_at(dir.path()).unwrap().broken.unwrap();
@@ -251,12 +240,7 @@ fn a_removed_record_is_found() {
 
 #[test]
 fn a_record_moved_to_another_seq_or_garbage_is_found() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        fill(&store);
-        store.flush_blocking().unwrap();
-    }
+    let dir = filled_store();
     // Pages 1..3, 4..5, 6..7; then page 4 starts with a copy of record 2.
     repage(dir.path(), &[4, 6]);
     rewrite(dir.path(), |pages| {
@@ -293,12 +277,7 @@ fn an_outcome_without_its_intent_is_found() {
 
 #[test]
 fn a_changed_newest_record_stops_the_store_from_opening() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        fill(&store);
-        store.flush_blocking().unwrap();
-    }
+    let dir = filled_store();
     tamper(dir.path(), 7, |record| record.actor = "someone else".into());
     match Store::open(dir.path(), &test_config()) {
         Err(StoreError::Corrupt { tree: "audit", detail }) => assert!(detail.contains("hash"), "{detail}"),
@@ -323,12 +302,7 @@ fn the_offline_verifier_needs_a_store() {
 
 #[test]
 fn pages_and_records_alone_both_verify_page_and_continue() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        fill(&store);
-        store.flush_blocking().unwrap();
-    }
+    let dir = filled_store();
     // Records 1 and 2 alone (the layout before pages), then pages 3..5 and 6..7.
     repage(dir.path(), &[2, 3, 6]);
     let store = open(dir.path());
