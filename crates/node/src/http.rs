@@ -19,6 +19,7 @@ async fn metrics(State(ctx): State<Context>) -> String {
         .store_flush_micros_total
         .set(gauge(stats.flush_micros_total));
     ctx.metrics.store_flush_micros_max.set(gauge(stats.flush_micros_max));
+    ctx.metrics.store_blob_files_synced.set(gauge(stats.blob_files_synced));
     let live = ctx.store.live_holds().unwrap_or_default();
     ctx.metrics.holds_in_flight.set(gauge(live.len() as u64));
     ctx.metrics

@@ -45,7 +45,8 @@ const HASH_DOMAIN: &[u8] = b"exchange-audit-v1\0";
 /// Most records in one stored page.
 pub const AUDIT_PAGE_RECORDS_MAX: usize = 64;
 /// Most bytes (about) of one stored page. sled 0.34 writes any log item over ~128 KiB
-/// (a quarter of its 512 KiB segment) to a blob file of its own, which it never `fsync`s; a
+/// (a quarter of its 512 KiB segment) to a blob file of its own (which sled never `fsync`s:
+/// our flush does, see `durability.rs`, at the cost of a file created and synced per item); a
 /// leaf of the tree is one item when sled rewrites it whole, and holds up to 17 values before
 /// it splits. So a page must stay under ~7 KiB, or the audit tree's leaves become blob files
 /// (found in a benchmark: 64 KiB pages made a coordinator write ~25 blob files a second).

@@ -21,9 +21,22 @@
 //! `fsync`s from its own periodic flusher, which we do not run). That survives a killed
 //! process, not a power cut or a crashed VM. So every flush ends with `fdatasync` of sled's
 //! log file ([`flush_durably`]).
+//!
+//! Nor is the log the only file: sled 0.34.7 writes any log item larger than ~128 KiB (a
+//! leaf whose values add up to that much) to a file of its own under `blobs/`, and never
+//! `fsync`s those files or that directory. So a flush also `fsync`s every blob file it has not
+//! synced yet, and then the directory, between `Db::flush()` and the log's `fdatasync`: sled
+//! writes a blob's bytes before the log item that names it, so every blob named by what
+//! `Db::flush()` wrote is on disk before the log is. (A write that lands in the log after
+//! `Db::flush()` returned may reach the disk with that `fdatasync` and its blob only with the
+//! next flush; nothing is acknowledged on it before then.) Our trees keep values small so
+//! blobs stay rare (see `audit.rs`), but a leaf of settlement records can still reach the
+//! threshold.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -34,19 +47,84 @@ use crate::error::StoreError;
 
 /// sled 0.34.7 keeps its whole log in this one file under the store's directory.
 pub(crate) const SLED_LOG_FILE: &str = "db";
+/// ... and items too large for the log in files of this directory, one per item.
+pub(crate) const SLED_BLOB_DIR: &str = "blobs";
 
-/// Opens sled's log file for [`flush_durably`] (read-only: `fdatasync` needs no write access).
-pub(crate) fn open_log(store_dir: &Path) -> Result<File, StoreError> {
-    File::open(store_dir.join(SLED_LOG_FILE)).map_err(|error| StoreError::Sled(sled::Error::Io(error)))
+fn io_error(error: std::io::Error) -> StoreError {
+    StoreError::Sled(sled::Error::Io(error))
 }
 
-/// `Db::flush()`, then `fdatasync` of the log file, so what the flush wrote survives a power
-/// cut too (see the module's comment). Returns the bytes sled wrote.
-pub(crate) fn flush_durably(db: &sled::Db, log: &File) -> Result<usize, StoreError> {
-    let bytes = db.flush()?;
-    log.sync_data()
-        .map_err(|error| StoreError::Sled(sled::Error::Io(error)))?;
-    Ok(bytes)
+/// The files of a sled store that a flush must make durable (see the module's comment).
+#[derive(Debug)]
+pub(crate) struct SledFiles {
+    /// Opened read-only: `fdatasync` needs no write access.
+    log: File,
+    blob_dir: PathBuf,
+    /// Names of the blob files already `fsync`ed (pruned to those still present: sled removes
+    /// a blob once its page is rewritten).
+    blobs_synced: Mutex<BTreeSet<OsString>>,
+}
+
+impl SledFiles {
+    pub(crate) fn open(store_dir: &Path) -> Result<SledFiles, StoreError> {
+        Ok(SledFiles {
+            log: File::open(store_dir.join(SLED_LOG_FILE)).map_err(io_error)?,
+            blob_dir: store_dir.join(SLED_BLOB_DIR),
+            blobs_synced: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// `fsync`s every blob file not synced yet, then (if there was one) the blob directory,
+    /// so their names survive too. Returns how many files it synced.
+    fn sync_new_blobs(&self) -> Result<usize, StoreError> {
+        let entries = match std::fs::read_dir(&self.blob_dir) {
+            Ok(entries) => entries,
+            // sled creates the directory at open; absent means no blob was ever written.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(io_error(error)),
+        };
+        let mut synced = lock(&self.blobs_synced);
+        let mut present = BTreeSet::new();
+        let mut newly = 0usize;
+        for entry in entries {
+            let entry = entry.map_err(io_error)?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match File::open(entry.path()) {
+                    Ok(file) => file.sync_all().map_err(io_error)?,
+                    // Removed by sled since the listing: nothing left to make durable.
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(error) => return Err(io_error(error)),
+                }
+                newly = newly.saturating_add(1);
+            }
+            present.insert(name);
+        }
+        if newly > 0 {
+            File::open(&self.blob_dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io_error)?;
+        }
+        *synced = present;
+        Ok(newly)
+    }
+}
+
+/// `Db::flush()`, then `fsync` of new blob files and `fdatasync` of the log file, so what the
+/// flush wrote survives a power cut too (see the module's comment).
+pub(crate) fn flush_durably(db: &sled::Db, files: &SledFiles) -> Result<Flushed, StoreError> {
+    let log_bytes = db.flush()?;
+    let blob_files = files.sync_new_blobs()?;
+    files.log.sync_data().map_err(io_error)?;
+    Ok(Flushed { log_bytes, blob_files })
+}
+
+/// What one [`flush_durably`] wrote.
+pub(crate) struct Flushed {
+    /// Bytes sled reported writing to its log.
+    log_bytes: usize,
+    /// Blob files it `fsync`ed.
+    blob_files: usize,
 }
 
 /// See [`Durability::flush_once`].
@@ -89,6 +167,8 @@ pub struct StoreStats {
     pub flush_micros_max: u64,
     /// Bytes sled reported writing, summed over flushes.
     pub flushed_bytes_total: u64,
+    /// sled blob files (log items over ~128 KiB) `fsync`ed by flushes; normally 0.
+    pub blob_files_synced: u64,
 }
 
 /// The durability state shared by the store handles and the flusher thread.
@@ -112,6 +192,7 @@ pub(crate) struct Durability {
     flush_micros_total: AtomicU64,
     flush_micros_max: AtomicU64,
     flushed_bytes_total: AtomicU64,
+    blob_files_synced: AtomicU64,
 }
 
 /// The protected data are plain counters that are always consistent, so a panic elsewhere
@@ -139,6 +220,7 @@ impl Durability {
             flush_micros_total: AtomicU64::new(0),
             flush_micros_max: AtomicU64::new(0),
             flushed_bytes_total: AtomicU64::new(0),
+            blob_files_synced: AtomicU64::new(0),
         }
     }
 
@@ -182,6 +264,7 @@ impl Durability {
             flush_micros_total: self.flush_micros_total.load(Ordering::Relaxed),
             flush_micros_max: self.flush_micros_max.load(Ordering::Relaxed),
             flushed_bytes_total: self.flushed_bytes_total.load(Ordering::Relaxed),
+            blob_files_synced: self.blob_files_synced.load(Ordering::Relaxed),
         }
     }
 
@@ -189,7 +272,7 @@ impl Durability {
     /// Used by the flusher thread and by `flush_blocking`; one at a time. `settle` writes to
     /// sled what the store still holds in memory (audit records) and returns the applied
     /// ticket as of then, read under the writer lock: every ticket up to it is in sled.
-    pub(crate) fn flush_once(&self, db: &sled::Db, log: &File, settle: &Settle<'_>) -> Result<(), StoreError> {
+    pub(crate) fn flush_once(&self, db: &sled::Db, files: &SledFiles, settle: &Settle<'_>) -> Result<(), StoreError> {
         let _turn = lock(&self.flush_lock);
         self.check_failure()?;
         // Read under the flush lock: every apply that returned before this point is covered.
@@ -204,14 +287,16 @@ impl Durability {
         // so the flush below covers it.
         let journal_target = self.applied_journal_seq.load(Ordering::Acquire);
         let started = Instant::now();
-        match flush_durably(db, log) {
-            Ok(bytes) => {
+        match flush_durably(db, files) {
+            Ok(flushed) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.flushes.fetch_add(1, Ordering::Relaxed);
                 self.flush_micros_total.fetch_add(micros, Ordering::Relaxed);
                 self.flush_micros_max.fetch_max(micros, Ordering::Relaxed);
                 self.flushed_bytes_total
-                    .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+                    .fetch_add(u64::try_from(flushed.log_bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+                self.blob_files_synced
+                    .fetch_add(u64::try_from(flushed.blob_files).unwrap_or(u64::MAX), Ordering::Relaxed);
                 self.flushed_ticket.store(target, Ordering::Release);
                 self.flushed_journal_seq.fetch_max(journal_target, Ordering::AcqRel);
                 self.published
@@ -306,7 +391,7 @@ impl Durability {
     }
 
     /// The flusher thread's loop; returns at shutdown.
-    pub(crate) fn run_flusher(&self, db: &sled::Db, log: &File, settle: &Settle<'_>) {
+    pub(crate) fn run_flusher(&self, db: &sled::Db, files: &SledFiles, settle: &Settle<'_>) {
         loop {
             {
                 let mut requests = lock(&self.requests);
@@ -345,7 +430,7 @@ impl Durability {
             }
             // The error is not lost: `flush_once` made it sticky and published it to every
             // waiter, present and future.
-            let _ = self.flush_once(db, log, settle);
+            let _ = self.flush_once(db, files, settle);
             let mut requests = lock(&self.requests);
             if requests.lazy_ticket <= self.flushed_ticket.load(Ordering::Acquire) {
                 requests.lazy_since = None;

@@ -45,7 +45,8 @@ pub const VALUE_BYTES_MAX: usize = 256 * 1024;
 /// Largest encoded key accepted; keys sit whole in sled's index nodes, so keep them small.
 pub const KEY_BYTES_MAX: usize = 512;
 /// Largest encoded write set (its redo record). sled 0.34 stores anything over ~128 KiB as a
-/// separate blob file, which its flush does not fsync; a redo record must stay in the log.
+/// separate blob file (a file created and `fsync`ed per item: our flush syncs them, see
+/// `durability.rs`, but one per write set would be slow); keep a redo record in the log.
 /// A handler's set is a few KiB.
 pub const REDO_RECORD_BYTES_MAX: usize = 100 * 1024;
 /// Most writes in one write set; a handler's set is a few dozen at most.

@@ -20,7 +20,7 @@ use crate::audit::{
     decode_audit_page, load_head, verify_tree,
 };
 use crate::codec::{account_journal_key, decode, decode_u64, encode_key, encode_value, journal_key};
-use crate::durability::{Durability, StoreStats, flush_durably, open_log};
+use crate::durability::{Durability, SledFiles, StoreStats, flush_durably};
 use crate::error::StoreError;
 use crate::redo::{self, REDO_KEY, RedoOp};
 use crate::{
@@ -171,8 +171,8 @@ struct WriterState {
 #[derive(Debug)]
 struct Shared {
     db: sled::Db,
-    /// sled's log file, `fdatasync`ed after every flush (see `durability.rs`).
-    log: std::fs::File,
+    /// sled's log and blob files, synced by every flush (see `durability.rs`).
+    files: SledFiles,
     /// Indexed by `TreeName::index`.
     trees: Vec<sled::Tree>,
     /// Single writer: applies are serialised so journal order equals apply order, tickets
@@ -205,7 +205,7 @@ impl Drop for Inner {
         let shared = &*self.shared;
         let _ = shared
             .durability
-            .flush_once(&shared.db, &shared.log, &|| settle_audit(shared));
+            .flush_once(&shared.db, &shared.files, &|| settle_audit(shared));
     }
 }
 
@@ -509,7 +509,7 @@ fn apply_resolved(trees: &[sled::Tree], ops: &[RedoOp]) -> Result<(), sled::Erro
 
 /// At open: applies the last write set's redo record again (it may have been torn by a
 /// crash; applying it twice is the same as once), makes that durable, then drops the record.
-fn replay_redo(db: &sled::Db, log: &std::fs::File, trees: &[sled::Tree]) -> Result<(), StoreError> {
+fn replay_redo(db: &sled::Db, files: &SledFiles, trees: &[sled::Tree]) -> Result<(), StoreError> {
     let redo_tree = &trees[TreeName::Redo.index()];
     let Some(bytes) = redo_tree.get(REDO_KEY)? else {
         return Ok(());
@@ -517,9 +517,9 @@ fn replay_redo(db: &sled::Db, log: &std::fs::File, trees: &[sled::Tree]) -> Resu
     // Only the write-set trees (those before the audit log) may appear in a record.
     let ops = redo::decode(&bytes, TreeName::Audit.index())?;
     apply_resolved(trees, &ops)?;
-    flush_durably(db, log)?;
+    flush_durably(db, files)?;
     redo_tree.remove(REDO_KEY)?;
-    flush_durably(db, log)?;
+    flush_durably(db, files)?;
     Ok(())
 }
 
@@ -537,8 +537,8 @@ impl Store {
             .iter()
             .map(|tree| db.open_tree(tree.name()))
             .collect::<Result<Vec<_>, _>>()?;
-        let log = open_log(path)?;
-        replay_redo(&db, &log, &trees)?;
+        let files = SledFiles::open(path)?;
+        replay_redo(&db, &files, &trees)?;
         let journal = &trees[TreeName::Journal.index()];
         let last_journal_seq = match journal.last()? {
             Some((key, _)) => decode_u64(TreeName::Journal.name(), &key)?,
@@ -556,7 +556,7 @@ impl Store {
         };
         let shared = Arc::new(Shared {
             db,
-            log,
+            files,
             trees,
             writer: Mutex::new(WriterState {
                 next_journal_seq,
@@ -576,7 +576,7 @@ impl Store {
                 let shared = &*for_flusher;
                 shared
                     .durability
-                    .run_flusher(&shared.db, &shared.log, &|| settle_audit(shared))
+                    .run_flusher(&shared.db, &shared.files, &|| settle_audit(shared))
             })
             .map_err(|error| StoreError::Flush(format!("could not start the flusher thread: {error}")))?;
         Ok(Store {
@@ -704,7 +704,7 @@ impl Store {
         let shared = self.shared();
         shared
             .durability
-            .flush_once(&shared.db, &shared.log, &|| settle_audit(shared))
+            .flush_once(&shared.db, &shared.files, &|| settle_audit(shared))
     }
 
     /// The ticket of the last apply (0 before any).

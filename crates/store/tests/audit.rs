@@ -347,8 +347,8 @@ fn many_appends_are_stored_in_bounded_pages_and_kept_on_close() {
 
 #[test]
 fn audit_pages_never_become_sled_blob_files() {
-    // sled writes a log item over ~128 KiB to a blob file it never fsyncs; a whole leaf of
-    // the audit tree is one such item when sled rewrites it. Records of every size, the
+    // sled writes a log item over ~128 KiB to a blob file (one file created and synced per
+    // item, which is slow); a whole leaf of the audit tree is one such item when sled rewrites it. Records of every size, the
     // largest summaries included, must keep every leaf under that.
     let dir = tempfile::tempdir().unwrap();
     {
