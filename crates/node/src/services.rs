@@ -457,7 +457,13 @@ impl Bureau for BureauService {
         let admitted = self.authorize(&mut request, "verify_audit")?;
         let actor = &admitted.caller.actor;
         let store = self.ctx.store.clone();
-        let result = tokio::task::spawn_blocking(move || store.verify_audit())
+        // Flushed before answering: a head reported to an operator (who may write it down to
+        // compare later) must survive a crash right after the answer.
+        let result = tokio::task::spawn_blocking(move || {
+            let verification = store.verify_audit()?;
+            store.flush_blocking()?;
+            Ok::<_, exchange_store::StoreError>(verification)
+        })
             .await
             .map_err(|error| Status::internal(format!("audit verification: {error}")))
             .and_then(|verification| {
