@@ -20,6 +20,7 @@
 // Data on disk must never be able to panic the node.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod account_value;
 mod audit;
 mod bench;
 mod codec;
@@ -28,6 +29,7 @@ mod error;
 mod redo;
 mod store;
 
+pub use account_value::ACCOUNT_JOURNAL_TAIL_MAX;
 pub use audit::{
     AUDIT_GENESIS_HASH, AUDIT_INTENT, AUDIT_OPEN_INTENTS_LISTED_MAX, AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX,
     AuditBreak, AuditEntry, AuditRecord, AuditVerification, hash_hex, verify_audit_at,

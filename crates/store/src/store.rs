@@ -15,6 +15,7 @@ use exchange_core::records::{
     CreditRecord, Fence, JournalEntry, OutboxKey, RefundRecord, SettlementRecord, TransferRecord, WalletUsage,
 };
 
+use crate::account_value::{self, ACCOUNT_JOURNAL_TAIL_MAX};
 use crate::audit::{
     AUDIT_PAGE_BYTES_MAX, AUDIT_PAGE_RECORDS_MAX, AUDIT_TREE, AuditEntry, AuditRecord, AuditVerification,
     decode_audit_page, load_head, verify_tree,
@@ -424,8 +425,77 @@ fn resolve(
     let mut resolved = Vec::with_capacity(ops.len() + 4);
     let mut journal_seqs = Vec::new();
     let mut next_seq = first_journal_seq;
+    // Journal entries first: nothing points to them until the accounts written below index
+    // them (see `account_value.rs`), so a reader never meets an index naming a missing entry.
+    // Each entry of one of this node's accounts is noted for that account's index tail.
+    let mut indexed: Vec<(Vec<u8>, [u8; PERSON_ID_LEN], u64)> = Vec::new();
+    for op in &ops {
+        let Op::Journal { value, account } = op else {
+            continue;
+        };
+        resolved.push(RedoOp {
+            tree: tree(TreeName::Journal),
+            key: journal_key(next_seq).to_vec(),
+            value: Some(value.clone()),
+        });
+        // A person's history is read on their own node only (`records` refuses a person not
+        // enrolled there), so an entry naming another node's account (a coordinator's
+        // `MutualAidReceived`, which names the grantor's) is not indexed.
+        if let Some((person, account_key)) = account {
+            let local = accounts_written.contains(account_key)
+                || trees[TreeName::Accounts.index()].contains_key(account_key)?;
+            if local {
+                indexed.push((account_key.clone(), *person, next_seq));
+            }
+        }
+        journal_seqs.push(next_seq);
+        next_seq = next_seq
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Exhausted("journal sequence exhausted".to_string()))?;
+    }
+    // Index tails as this set leaves them, by account key: read once, then kept for a second
+    // write of the same account in this set.
+    let mut tails: Vec<(Vec<u8>, Vec<u64>)> = Vec::new();
+    let mut tail_of = |key: &[u8], resolved: &mut Vec<RedoOp>| -> Result<Vec<u64>, StoreError> {
+        if let Some((_, tail)) = tails.iter().find(|(written, _)| written.as_slice() == key) {
+            return Ok(tail.clone());
+        }
+        let name = TreeName::Accounts.name();
+        let mut tail = match trees[TreeName::Accounts.index()].get(key)? {
+            Some(bytes) => account_value::decode_tail(name, &bytes)?,
+            None => Vec::new(),
+        };
+        for (_, person, seq) in indexed.iter().filter(|(account, _, _)| account.as_slice() == key) {
+            if tail.len() >= ACCOUNT_JOURNAL_TAIL_MAX {
+                // Full: the tail becomes a page of its own, written before the account value
+                // that no longer lists it.
+                let first = tail.first().copied().unwrap_or(*seq);
+                resolved.push(RedoOp {
+                    tree: tree(TreeName::AccountJournal),
+                    key: account_journal_key(person, first).to_vec(),
+                    value: Some(encode_value("account journal page", &tail)?),
+                });
+                tail.clear();
+            }
+            tail.push(*seq);
+        }
+        tails.push((key.to_vec(), tail.clone()));
+        Ok(tail)
+    };
     for op in ops {
         match op {
+            Op::Put {
+                tree: TreeName::Accounts,
+                key,
+                value,
+            } => {
+                let tail = tail_of(&key, &mut resolved)?;
+                resolved.push(RedoOp {
+                    tree: tree(TreeName::Accounts),
+                    key,
+                    value: Some(account_value::encode(&value, &tail)?),
+                });
+            }
             Op::Put { tree: name, key, value } => resolved.push(RedoOp {
                 tree: tree(name),
                 key,
@@ -458,36 +528,31 @@ fn resolve(
                     value: Some(encode_value("binding index", &union)?),
                 });
             }
-            Op::Journal { value, account } => {
-                resolved.push(RedoOp {
-                    tree: tree(TreeName::Journal),
-                    key: journal_key(next_seq).to_vec(),
-                    value: Some(value),
-                });
-                // A person's history is read on their own node only (`records` refuses a
-                // person not enrolled there), so an entry naming another node's account (a
-                // coordinator's `MutualAidReceived`, which names the grantor's) is not indexed:
-                // one insert less per cross-province settlement, in a tree that only grows.
-                let local = match account {
-                    Some((person, account_key)) => {
-                        let opened_here = accounts_written.contains(&account_key);
-                        (opened_here || trees[TreeName::Accounts.index()].contains_key(&account_key)?).then_some(person)
-                    }
-                    None => None,
-                };
-                if let Some(person) = local {
-                    resolved.push(RedoOp {
-                        tree: tree(TreeName::AccountJournal),
-                        key: account_journal_key(&person, next_seq).to_vec(),
-                        value: Some(Vec::new()),
-                    });
-                }
-                journal_seqs.push(next_seq);
-                next_seq = next_seq
-                    .checked_add(1)
-                    .ok_or_else(|| StoreError::Exhausted("journal sequence exhausted".to_string()))?;
-            }
+            Op::Journal { .. } => {}
         }
+    }
+    // An indexed entry whose account this set does not write: the stored account is written
+    // again with the longer tail.
+    let mut rewritten: Vec<Vec<u8>> = Vec::new();
+    for (key, _, _) in &indexed {
+        if accounts_written.contains(key) || rewritten.contains(key) {
+            continue;
+        }
+        let name = TreeName::Accounts.name();
+        let stored = trees[TreeName::Accounts.index()]
+            .get(key)?
+            .ok_or_else(|| StoreError::Corrupt {
+                tree: name,
+                detail: "an indexed account vanished under the writer lock".to_string(),
+            })?;
+        let account = account_value::account_bytes(name, &stored)?;
+        let tail = tail_of(key, &mut resolved)?;
+        resolved.push(RedoOp {
+            tree: tree(TreeName::Accounts),
+            key: key.clone(),
+            value: Some(account_value::encode(&account, &tail)?),
+        });
+        rewritten.push(key.clone());
     }
     Ok((resolved, journal_seqs))
 }
@@ -774,29 +839,46 @@ impl Store {
     }
 
     /// Up to `limit` (at most `JOURNAL_PAGE_LEN_MAX`) journal entries of `person`'s account
-    /// with sequence numbers below `seq_before` (0: from the newest), newest first.
+    /// with sequence numbers below `seq_before` (0: from the newest), newest first. The index
+    /// is the account's tail, then its pages from the newest (see `account_value.rs`).
     pub fn journal_of_account(
         &self,
         person: &PersonId,
         seq_before: u64,
         limit: usize,
     ) -> Result<Vec<(u64, JournalEntry)>, StoreError> {
+        let limit = limit.min(JOURNAL_PAGE_LEN_MAX);
+        let below = |seq: &u64| seq_before == 0 || *seq < seq_before;
         let index = TreeName::AccountJournal.name();
-        let start = account_journal_key(person.as_bytes(), 0);
-        let end = account_journal_key(person.as_bytes(), if seq_before == 0 { u64::MAX } else { seq_before });
-        let mut page = Vec::new();
-        for key in self.tree(TreeName::AccountJournal).range(start..end).keys().rev() {
-            if page.len() >= limit.min(JOURNAL_PAGE_LEN_MAX) {
-                break;
+        let mut seqs: Vec<u64> = match self.tree(TreeName::Accounts).get(encode_key("person id", person)?)? {
+            Some(bytes) => account_value::decode_tail(TreeName::Accounts.name(), &bytes)?,
+            None => Vec::new(),
+        };
+        seqs.retain(below);
+        seqs.reverse();
+        if seqs.len() < limit {
+            let start = account_journal_key(person.as_bytes(), 0);
+            // A page under a first seq below `seq_before` may hold later ones too (filtered).
+            let end = account_journal_key(person.as_bytes(), if seq_before == 0 { u64::MAX } else { seq_before });
+            for item in self.tree(TreeName::AccountJournal).range(start..end).rev() {
+                let (key, value) = item?;
+                let seq_bytes = key.get(PERSON_ID_LEN..).ok_or_else(|| StoreError::Corrupt {
+                    tree: index,
+                    detail: format!("index key of {} bytes", key.len()),
+                })?;
+                let first = decode_u64(index, seq_bytes)?;
+                let page = account_value::decode_page(index, first, &value)?;
+                seqs.extend(page.into_iter().rev().filter(below));
+                if seqs.len() >= limit {
+                    break;
+                }
             }
-            let key = key?;
-            let seq_bytes = key.get(PERSON_ID_LEN..).ok_or_else(|| StoreError::Corrupt {
-                tree: index,
-                detail: format!("index key of {} bytes", key.len()),
-            })?;
-            let seq = decode_u64(index, seq_bytes)?;
+        }
+        seqs.truncate(limit);
+        let mut entries = Vec::with_capacity(seqs.len());
+        for seq in seqs {
             match self.tree(TreeName::Journal).get(journal_key(seq))? {
-                Some(value) => page.push((seq, decode(TreeName::Journal.name(), &value)?)),
+                Some(value) => entries.push((seq, decode(TreeName::Journal.name(), &value)?)),
                 None => {
                     return Err(StoreError::Corrupt {
                         tree: index,
@@ -805,7 +887,7 @@ impl Store {
                 }
             }
         }
-        Ok(page)
+        Ok(entries)
     }
 
     /// The sequence number of the last journal entry (0 if the journal is empty).
@@ -821,7 +903,7 @@ impl Store {
     pub fn for_each_account(&self, mut visit: impl FnMut(&Account)) -> Result<u64, StoreError> {
         let mut count: u64 = 0;
         for item in self.tree(TreeName::Accounts).iter().values() {
-            let account: Account = decode(TreeName::Accounts.name(), &item?)?;
+            let (account, _) = account_value::decode_account(TreeName::Accounts.name(), &item?)?;
             visit(&account);
             count = count.saturating_add(1);
         }
@@ -1088,7 +1170,11 @@ impl LedgerView for Store {
     type Error = StoreError;
 
     fn account(&self, person: &PersonId) -> Result<Option<Account>, StoreError> {
-        self.get(TreeName::Accounts, "person id", person)
+        let tree = TreeName::Accounts;
+        match self.tree(tree).get(encode_key("person id", person)?)? {
+            Some(bytes) => Ok(Some(account_value::decode_account(tree.name(), &bytes)?.0)),
+            None => Ok(None),
+        }
     }
     fn binding(&self, id: &BindingId) -> Result<Option<Binding>, StoreError> {
         self.get(TreeName::Bindings, "binding id", id)

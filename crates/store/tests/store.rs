@@ -648,3 +648,105 @@ fn only_entries_of_this_nodes_accounts_are_indexed_by_account() {
         .collect();
     assert_eq!(all, vec![first, second, third]);
 }
+
+/// Entries of `person(who)` only (the common `journal_entry` spreads them over four people).
+fn entry_of(who: u64, index: u64) -> JournalEntry {
+    JournalEntry {
+        account: Some(person(who)),
+        ..journal_entry(index)
+    }
+}
+
+#[test]
+fn a_long_history_moves_from_the_account_value_to_index_pages_and_reads_back_in_order() {
+    // More entries than an account's value keeps (`ACCOUNT_JOURNAL_TAIL_MAX`), in sets of one
+    // to three, some with the account written (before or after the entries) and some without:
+    // every entry is listed once, newest first, across the tail and the pages, and after a
+    // reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let mut mine: Vec<(u64, JournalEntry)> = Vec::new();
+    {
+        let store = open(dir.path());
+        store.apply(&[Write::Account(account(0, 100))]).unwrap();
+        let mut index = 0u64;
+        for set in 0..40u64 {
+            let count = (set % 3) + 1;
+            let mut writes: Vec<Write> = (0..count).map(|k| Write::Journal(entry_of(0, index + k))).collect();
+            match set % 4 {
+                0 => writes.push(Write::Account(account(0, 100 + set))),
+                1 => writes.insert(0, Write::Account(account(0, 100 + set))),
+                2 => writes.push(Write::Journal(entry_of(3, 9_000 + set))), // another person's
+                _ => {}
+            }
+            let applied = store.apply(&writes).unwrap();
+            let seqs = applied.journal_seqs.iter().take(count as usize);
+            for (k, seq) in seqs.enumerate() {
+                mine.push((*seq, entry_of(0, index + k as u64)));
+            }
+            index += count;
+        }
+        store.flush_blocking().unwrap();
+        assert!(mine.len() > 3 * exchange_store::ACCOUNT_JOURNAL_TAIL_MAX);
+        assert_eq!(store.account(&person(0)).unwrap(), Some(account(0, 100 + 37)));
+    }
+    mine.reverse();
+    let store = open(dir.path());
+    assert_eq!(store.journal_of_account(&person(0), 0, usize::MAX).unwrap(), mine);
+    // Paged by sequence number, every page size, across tail and page boundaries.
+    for limit in [1usize, 5, 16, 17, 33] {
+        let mut read = Vec::new();
+        let mut before = 0;
+        loop {
+            let page = store.journal_of_account(&person(0), before, limit).unwrap();
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            before = last.0;
+            read.extend(page);
+        }
+        assert_eq!(read, mine, "limit {limit}");
+    }
+    // The other person has no account here: not indexed.
+    assert_eq!(store.journal_of_account(&person(3), 0, 10).unwrap(), vec![]);
+}
+
+#[test]
+fn a_store_in_the_layout_before_index_tails_reads_and_grows() {
+    // Before index tails, an account value was the plain record and every entry had an index
+    // key with an empty value. Such a store reads as it did and takes new entries.
+    let dir = tempfile::tempdir().unwrap();
+    let person_key = rmp_serde::to_vec(&person(0)).unwrap();
+    {
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        db.open_tree("accounts")
+            .unwrap()
+            .insert(&person_key, rmp_serde::to_vec(&account(0, 100)).unwrap())
+            .unwrap();
+        for seq in 1..=3u64 {
+            db.open_tree("journal")
+                .unwrap()
+                .insert(seq.to_be_bytes(), rmp_serde::to_vec(&entry_of(0, seq)).unwrap())
+                .unwrap();
+            let mut key = person(0).as_bytes().to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            db.open_tree("account_journal").unwrap().insert(key, &[][..]).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.account(&person(0)).unwrap(), Some(account(0, 100)));
+    let applied = store
+        .apply(&[Write::Journal(entry_of(0, 4)), Write::Account(account(0, 104))])
+        .unwrap();
+    assert_eq!(applied.journal_seqs, vec![4]);
+    let seqs: Vec<u64> = store
+        .journal_of_account(&person(0), 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, entry)| {
+            assert_eq!(entry, entry_of(0, seq));
+            seq
+        })
+        .collect();
+    assert_eq!(seqs, vec![4, 3, 2, 1]);
+    assert_eq!(store.account(&person(0)).unwrap(), Some(account(0, 104)));
+}
