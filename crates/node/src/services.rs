@@ -464,13 +464,13 @@ impl Bureau for BureauService {
             store.flush_blocking()?;
             Ok::<_, exchange_store::StoreError>(verification)
         })
-            .await
-            .map_err(|error| Status::internal(format!("audit verification: {error}")))
-            .and_then(|verification| {
-                verification
-                    .map(crate::audit::verification_to_wire)
-                    .map_err(|error| Status::unavailable(format!("audit log: {error}")))
-            });
+        .await
+        .map_err(|error| Status::internal(format!("audit verification: {error}")))
+        .and_then(|verification| {
+            verification
+                .map(crate::audit::verification_to_wire)
+                .map_err(|error| Status::unavailable(format!("audit log: {error}")))
+        });
         // What the walk found goes into the log too: the heads operators saw, or the break.
         let detail = result
             .as_ref()
