@@ -26,6 +26,7 @@ mod bench;
 mod codec;
 mod durability;
 mod error;
+mod journal_pages;
 mod redo;
 mod store;
 
@@ -37,6 +38,7 @@ pub use audit::{
 pub use bench::{BatchedWrites, bench_batched_writes};
 pub use durability::{LAZY_FLUSH_DELAY_MS, StoreStats};
 pub use error::StoreError;
+pub use journal_pages::{JOURNAL_PAGE_BYTES_MAX, JOURNAL_PAGE_ENTRIES_MAX};
 pub use store::{Applied, AuditAppended, Store, StoreConfig};
 
 /// Default page-cache size: bounded so memory does not grow with the number of accounts

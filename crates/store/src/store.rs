@@ -23,6 +23,7 @@ use crate::audit::{
 use crate::codec::{account_journal_key, decode, decode_u64, encode_key, encode_value, journal_key};
 use crate::durability::{Durability, SledFiles, StoreStats, flush_durably};
 use crate::error::StoreError;
+use crate::journal_pages;
 use crate::redo::{self, REDO_KEY, RedoOp};
 use crate::{
     AUDIT_PAGE_LEN_MAX, CACHE_CAPACITY_BYTES_DEFAULT, JOURNAL_PAGE_LEN_MAX, META_NAME_BYTES_MAX, OPEN_LOCK_RETRY_MS,
@@ -429,15 +430,12 @@ fn resolve(
     // them (see `account_value.rs`), so a reader never meets an index naming a missing entry.
     // Each entry of one of this node's accounts is noted for that account's index tail.
     let mut indexed: Vec<(Vec<u8>, [u8; PERSON_ID_LEN], u64)> = Vec::new();
+    let mut entries: Vec<Vec<u8>> = Vec::new();
     for op in &ops {
         let Op::Journal { value, account } = op else {
             continue;
         };
-        resolved.push(RedoOp {
-            tree: tree(TreeName::Journal),
-            key: journal_key(next_seq).to_vec(),
-            value: Some(value.clone()),
-        });
+        entries.push(value.clone());
         // A person's history is read on their own node only (`records` refuses a person not
         // enrolled there), so an entry naming another node's account (a coordinator's
         // `MutualAidReceived`, which names the grantor's) is not indexed.
@@ -452,6 +450,17 @@ fn resolve(
         next_seq = next_seq
             .checked_add(1)
             .ok_or_else(|| StoreError::Exhausted("journal sequence exhausted".to_string()))?;
+    }
+    // One key per run of entries (see `journal_pages.rs`).
+    let mut page_seq = first_journal_seq;
+    for (len, value) in journal_pages::paginate(&entries) {
+        resolved.push(RedoOp {
+            tree: tree(TreeName::Journal),
+            key: journal_key(page_seq).to_vec(),
+            value: Some(value),
+        });
+        // `len` entries were numbered above without overflow, so this cannot overflow.
+        page_seq = page_seq.saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
     }
     // Index tails as this set leaves them, by account key: read once, then kept for a second
     // write of the same account in this set.
@@ -606,7 +615,7 @@ impl Store {
         replay_redo(&db, &files, &trees)?;
         let journal = &trees[TreeName::Journal.index()];
         let last_journal_seq = match journal.last()? {
-            Some((key, _)) => decode_u64(TreeName::Journal.name(), &key)?,
+            Some((key, value)) => journal_pages::last_seq(TreeName::Journal.name(), &key, &value)?,
             None => 0,
         };
         let next_journal_seq = last_journal_seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
@@ -807,15 +816,39 @@ impl Store {
         let Some(first) = seq_after.checked_add(1) else {
             return Ok(Vec::new());
         };
+        let limit = limit.min(JOURNAL_PAGE_LEN_MAX);
         let name = TreeName::Journal.name();
-        self.tree(TreeName::Journal)
-            .range(journal_key(first)..)
-            .take(limit.min(JOURNAL_PAGE_LEN_MAX))
-            .map(|item| {
-                let (key, value) = item?;
-                Ok((decode_u64(name, &key)?, decode(name, &value)?))
-            })
-            .collect()
+        let tree = self.tree(TreeName::Journal);
+        // Start at the key holding `first`: its own, or the page before it that runs past it.
+        let start = match tree.range(..=journal_key(first)).next_back() {
+            Some(item) => item?.0.to_vec(),
+            None => journal_key(first).to_vec(),
+        };
+        let mut page = Vec::new();
+        for item in tree.range(start..) {
+            if page.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let entries = journal_pages::decode_value(name, &key, &value)?;
+            let room = limit.saturating_sub(page.len());
+            page.extend(entries.into_iter().filter(|(seq, _)| *seq >= first).take(room));
+        }
+        Ok(page)
+    }
+
+    /// The journal entry with sequence number `seq`, if there is one.
+    fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
+        let name = TreeName::Journal.name();
+        let Some(item) = self.tree(TreeName::Journal).range(..=journal_key(seq)).next_back() else {
+            return Ok(None);
+        };
+        let (key, value) = item?;
+        let entries = journal_pages::decode_value(name, &key, &value)?;
+        Ok(entries
+            .into_iter()
+            .find(|(stored, _)| *stored == seq)
+            .map(|(_, entry)| entry))
     }
 
     /// Like [`Store::journal_from`], but only entries already on disk: what a reader outside
@@ -877,8 +910,8 @@ impl Store {
         seqs.truncate(limit);
         let mut entries = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            match self.tree(TreeName::Journal).get(journal_key(seq))? {
-                Some(value) => entries.push((seq, decode(TreeName::Journal.name(), &value)?)),
+            match self.journal_entry(seq)? {
+                Some(entry) => entries.push((seq, entry)),
                 None => {
                     return Err(StoreError::Corrupt {
                         tree: index,
@@ -893,7 +926,7 @@ impl Store {
     /// The sequence number of the last journal entry (0 if the journal is empty).
     pub fn last_journal_seq(&self) -> Result<u64, StoreError> {
         match self.tree(TreeName::Journal).last()? {
-            Some((key, _)) => decode_u64(TreeName::Journal.name(), &key),
+            Some((key, value)) => journal_pages::last_seq(TreeName::Journal.name(), &key, &value),
             None => Ok(0),
         }
     }
@@ -1351,9 +1384,10 @@ mod tests {
             store
                 .apply(&[Write::Journal(entry(1)), Write::BindingSerial(7)])
                 .unwrap();
-            // The next set, applied by hand up to the crash point: its record, then one of
-            // its three changes, then the lights go out (a flush stands in for the disk
-            // having taken what sled was given).
+            // The next set, applied by hand up to the crash point: its record, then the first
+            // of its changes (its two entries, stored as one journal page), then the lights go
+            // out before the serial (a flush stands in for the disk having taken what sled was
+            // given).
             let writes = [
                 Write::Journal(entry(2)),
                 Write::BindingSerial(9),
@@ -1367,9 +1401,10 @@ mod tests {
                 .tree(TreeName::Redo)
                 .insert(REDO_KEY, redo::encode(&resolved).unwrap())
                 .unwrap();
+            assert_eq!(resolved.len(), 2);
             apply_resolved(&shared.trees, &resolved[..1]).unwrap();
             shared.db.flush().unwrap();
-            assert_eq!(store.last_journal_seq().unwrap(), 2);
+            assert_eq!(store.last_journal_seq().unwrap(), 3);
             assert_eq!(serial(&store), Some(7));
         }
         let store = Store::open(dir.path(), &config).unwrap();

@@ -467,9 +467,14 @@ fn garbage_on_disk_is_corrupt_not_a_panic() {
             .unwrap()
             .insert(&[0x81, 0xa1, b'X', 0xc0][..], &[][..])
             .unwrap();
+        // Garbage before a good last entry (the last one is read at open: below).
         db.open_tree("journal")
             .unwrap()
             .insert(1u64.to_be_bytes(), &[0x92, 0x01][..])
+            .unwrap();
+        db.open_tree("journal")
+            .unwrap()
+            .insert(2u64.to_be_bytes(), rmp_serde::to_vec(&journal_entry(2)).unwrap())
             .unwrap();
         // The last set's redo record would put its values back at open (that is its job after
         // a torn write); this test is about garbage nobody wrote through the store.
@@ -487,6 +492,7 @@ fn garbage_on_disk_is_corrupt_not_a_panic() {
     corrupt(store.outbox().map(drop));
     corrupt(store.journal_from(0, 10).map(drop));
     corrupt(store.for_each_account(|_| ()).map(drop));
+    assert_eq!(store.journal_from(1, 10).unwrap(), vec![(2, journal_entry(2))]);
     // A fence compare-and-set over a corrupt fence rejects the set rather than overwriting.
     corrupt(
         store
@@ -496,6 +502,22 @@ fn garbage_on_disk_is_corrupt_not_a_panic() {
                 new: fence(1),
             }])
             .map(drop),
+    );
+    // A garbled last journal entry leaves the next sequence number unknown: the store refuses
+    // to open (rather than number new entries over a page it cannot read).
+    drop(store);
+    {
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        db.open_tree("journal")
+            .unwrap()
+            .insert(3u64.to_be_bytes(), &[0xc1, 0x92, 0x01][..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let opened = exchange_store::Store::open(dir.path(), &test_config());
+    assert!(
+        matches!(opened, Err(StoreError::Corrupt { tree: "journal", .. })),
+        "{opened:?}"
     );
 }
 
