@@ -63,7 +63,13 @@ pub struct Tuning {
     pub peer_queue_max: usize,
     /// Messages carried by one node-to-node RPC.
     pub peer_batch_max: usize,
-    /// sled page cache, MiB.
+    /// sled page cache, MiB. 64 by default: measured at 10,000 settlements/s for 60 s, the
+    /// p99 was 53–71 ms with 64, 70 ms with 48, 103 ms with 32 (more evictions) and 214–286 ms
+    /// with 128 (fast until the cache filled after ~40 s, then slower: a profile after the
+    /// fill shows sled's node copies, their allocation and their drops costing more; our
+    /// reading is that a bigger heap misses the CPU caches more). See BENCHMARKS.md.
+    /// The hot set (in-flight legs, the accounts in use, the ends of the growing trees) is
+    /// far smaller than this; cold pages are read back from the OS page cache.
     pub cache_mib: u64,
     /// Client requests being handled at once; more are refused with RESOURCE_EXHAUSTED.
     pub client_requests_in_flight_max: usize,
@@ -96,7 +102,7 @@ impl Default for Tuning {
             coordinator_shards: 2,
             peer_queue_max: 100_000,
             peer_batch_max: 512,
-            cache_mib: 128,
+            cache_mib: 64,
             client_requests_in_flight_max: 50_000,
             rpc_timeout_ms: 5_000,
             // Far above what the benchmarks and the demo send from one certificate; a
