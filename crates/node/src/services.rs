@@ -458,10 +458,14 @@ impl Bureau for BureauService {
         let actor = &admitted.caller.actor;
         let store = self.ctx.store.clone();
         // Flushed before answering: a head reported to an operator (who may write it down to
-        // compare later) must survive a crash right after the answer.
+        // compare later) must survive a crash right after the answer. A store that has already
+        // failed cannot flush; it verifies only what is stored (see `Store::verify_audit`),
+        // which is when operators need the answer most.
         let result = tokio::task::spawn_blocking(move || {
             let verification = store.verify_audit()?;
-            store.flush_blocking()?;
+            if !store.has_failed() {
+                store.flush_blocking()?;
+            }
             Ok::<_, exchange_store::StoreError>(verification)
         })
         .await

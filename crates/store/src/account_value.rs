@@ -76,6 +76,12 @@ pub(crate) fn decode_page(tree: &'static str, first: u64, bytes: &[u8]) -> Resul
             detail: format!("index page under seq {first} starts with {:?}", seqs.first()),
         });
     }
+    if seqs.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(StoreError::Corrupt {
+            tree,
+            detail: format!("index page under seq {first} is not in ascending order"),
+        });
+    }
     Ok(seqs)
 }
 
@@ -112,5 +118,7 @@ mod tests {
         let page = encode_value("page", &vec![7u64, 8, 12]).unwrap();
         assert_eq!(decode_page("t", 7, &page).unwrap(), vec![7, 8, 12]);
         assert!(decode_page("t", 8, &page).is_err());
+        let unordered = encode_value("page", &vec![7u64, 12, 8]).unwrap();
+        assert!(decode_page("t", 7, &unordered).is_err());
     }
 }

@@ -124,6 +124,11 @@ mod tests {
             let _ = decode::<exchange_core::account::Account>("accounts", &bytes);
             let _ = decode::<exchange_core::ids::LegId>("live_holds", &bytes);
             let _ = decode::<exchange_core::records::OutboxKey>("outbox", &bytes);
+            let _ = crate::account_value::decode_account("accounts", &bytes);
+            let _ = crate::account_value::decode_tail("accounts", &bytes);
+            let _ = crate::account_value::decode_page("account_journal", 7, &bytes);
+            let _ = crate::journal_pages::decode_value("journal", &journal_key(7), &bytes);
+            let _ = crate::journal_pages::decode_value("journal", &journal_key(u64::MAX), &bytes);
         }
     }
 

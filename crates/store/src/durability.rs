@@ -24,14 +24,18 @@
 //!
 //! Nor is the log the only file: sled 0.34.7 writes any log item larger than ~128 KiB (a
 //! leaf whose values add up to that much) to a file of its own under `blobs/`, and never
-//! `fsync`s those files or that directory. So a flush also `fsync`s every blob file it has not
-//! synced yet, and then the directory, between `Db::flush()` and the log's `fdatasync`: sled
-//! writes a blob's bytes before the log item that names it, so every blob named by what
-//! `Db::flush()` wrote is on disk before the log is. (A write that lands in the log after
-//! `Db::flush()` returned may reach the disk with that `fdatasync` and its blob only with the
-//! next flush; nothing is acknowledged on it before then.) Our trees keep values small so
-//! blobs stay rare (see `audit.rs`), but a leaf of settlement records can still reach the
-//! threshold.
+//! `fsync`s those files or that directory. So a flush also `fsync`s the blob files it has not
+//! synced yet, and then the directory, before the log's `fdatasync` returns and so before
+//! anything is acknowledged. Which files: those listed *before* `Db::flush()` (and after the
+//! flush's target ticket was read), synced *after* it. sled reserves a log item before it
+//! creates and writes the item's blob file, and `Db::flush()` waits for every reservation made
+//! before it is called, so every listed file is complete once it returns; and every blob of an
+//! apply covered by the flush was created before the listing (the apply returned before the
+//! target was read). A file created after the listing is synced by the next flush, before
+//! anything after it is acknowledged. (sled's own `sync_file_range` may put log bytes naming a
+//! blob on the disk before the blob itself; a power cut in that window loses only writes not
+//! yet acknowledged.) Our trees keep values small so blobs stay rare (see `audit.rs`), but a
+//! leaf of large settlement records can still reach the threshold.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -74,23 +78,30 @@ impl SledFiles {
         })
     }
 
-    /// `fsync`s every blob file not synced yet, then (if there was one) the blob directory,
-    /// so their names survive too. Returns how many files it synced.
-    fn sync_new_blobs(&self) -> Result<usize, StoreError> {
+    /// The blob files present now (see the module's comment for why the listing comes before
+    /// the flush). sled creates the directory at open; absent means no blob was ever written.
+    fn list_blobs(&self) -> Result<BTreeSet<OsString>, StoreError> {
         let entries = match std::fs::read_dir(&self.blob_dir) {
             Ok(entries) => entries,
-            // sled creates the directory at open; absent means no blob was ever written.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
             Err(error) => return Err(io_error(error)),
         };
-        let mut synced = lock(&self.blobs_synced);
-        let mut present = BTreeSet::new();
-        let mut newly = 0usize;
+        let mut names = BTreeSet::new();
         for entry in entries {
-            let entry = entry.map_err(io_error)?;
-            let name = entry.file_name();
+            names.insert(entry.map_err(io_error)?.file_name());
+        }
+        Ok(names)
+    }
+
+    /// `fsync`s every file of `listed` not synced yet, then (if there was one) the blob
+    /// directory, so their names survive too. Returns how many files it synced.
+    fn sync_blobs(&self, listed: BTreeSet<OsString>) -> Result<usize, StoreError> {
+        let mut synced = lock(&self.blobs_synced);
+        let mut newly = 0usize;
+        let mut present = BTreeSet::new();
+        for name in listed {
             if !synced.contains(&name) {
-                match File::open(entry.path()) {
+                match File::open(self.blob_dir.join(&name)) {
                     Ok(file) => file.sync_all().map_err(io_error)?,
                     // Removed by sled since the listing: nothing left to make durable.
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
@@ -105,6 +116,7 @@ impl SledFiles {
                 .and_then(|dir| dir.sync_all())
                 .map_err(io_error)?;
         }
+        // Forget the names sled removed (a name is an LSN, never reused).
         *synced = present;
         Ok(newly)
     }
@@ -113,8 +125,9 @@ impl SledFiles {
 /// `Db::flush()`, then `fsync` of new blob files and `fdatasync` of the log file, so what the
 /// flush wrote survives a power cut too (see the module's comment).
 pub(crate) fn flush_durably(db: &sled::Db, files: &SledFiles) -> Result<Flushed, StoreError> {
+    let blobs = files.list_blobs()?;
     let log_bytes = db.flush()?;
-    let blob_files = files.sync_new_blobs()?;
+    let blob_files = files.sync_blobs(blobs)?;
     files.log.sync_data().map_err(io_error)?;
     Ok(Flushed { log_bytes, blob_files })
 }

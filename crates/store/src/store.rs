@@ -1,5 +1,6 @@
 //! `Store`: the sled database of one node, its trees, atomic apply, reads and recovery scans.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -86,8 +87,10 @@ enum TreeName {
     /// Each grantor's count of wallet transfers on their last counted day, by person id.
     WalletUsage,
     Journal,
-    /// The journal by account: key = person id (18 bytes) + sequence number (big-endian),
-    /// empty value; so a person's history is one range scan, newest first.
+    /// The journal by account, beyond the tail kept in each account's value (see
+    /// `account_value.rs`): key = person id (18 bytes) + the first sequence number of a page
+    /// (big-endian), value = the page's sequence numbers (empty in stores from before pages: the
+    /// key's one); so a person's older history is one range scan, newest first.
     AccountJournal,
     Meta,
     /// The operator audit log (see `audit.rs`); written outside the write sets.
@@ -412,7 +415,9 @@ fn resolve(
     }
     let tree = |name: TreeName| name as u8;
     // Accounts this set writes (before or after its journal entries): they are this node's.
-    let accounts_written: Vec<Vec<u8>> = ops
+    // Sets (a bulk load's) hold thousands of writes and are resolved under the writer lock:
+    // lookups by account key are hashed.
+    let accounts_written: HashSet<Vec<u8>> = ops
         .iter()
         .filter_map(|op| match op {
             Op::Put {
@@ -429,7 +434,10 @@ fn resolve(
     // Journal entries first: nothing points to them until the accounts written below index
     // them (see `account_value.rs`), so a reader never meets an index naming a missing entry.
     // Each entry of one of this node's accounts is noted for that account's index tail.
-    let mut indexed: Vec<(Vec<u8>, [u8; PERSON_ID_LEN], u64)> = Vec::new();
+    // By account key: the person and the seqs of their entries in this set, in order; and
+    // the keys in the order first indexed.
+    let mut indexed: HashMap<Vec<u8>, ([u8; PERSON_ID_LEN], Vec<u64>)> = HashMap::new();
+    let mut indexed_order: Vec<Vec<u8>> = Vec::new();
     let mut entries: Vec<Vec<u8>> = Vec::new();
     for op in &ops {
         let Op::Journal { value, account } = op else {
@@ -443,7 +451,14 @@ fn resolve(
             let local = accounts_written.contains(account_key)
                 || trees[TreeName::Accounts.index()].contains_key(account_key)?;
             if local {
-                indexed.push((account_key.clone(), *person, next_seq));
+                indexed
+                    .entry(account_key.clone())
+                    .or_insert_with(|| {
+                        indexed_order.push(account_key.clone());
+                        (*person, Vec::new())
+                    })
+                    .1
+                    .push(next_seq);
             }
         }
         journal_seqs.push(next_seq);
@@ -464,9 +479,9 @@ fn resolve(
     }
     // Index tails as this set leaves them, by account key: read once, then kept for a second
     // write of the same account in this set.
-    let mut tails: Vec<(Vec<u8>, Vec<u64>)> = Vec::new();
+    let mut tails: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
     let mut tail_of = |key: &[u8], resolved: &mut Vec<RedoOp>| -> Result<Vec<u64>, StoreError> {
-        if let Some((_, tail)) = tails.iter().find(|(written, _)| written.as_slice() == key) {
+        if let Some(tail) = tails.get(key) {
             return Ok(tail.clone());
         }
         let name = TreeName::Accounts.name();
@@ -474,21 +489,23 @@ fn resolve(
             Some(bytes) => account_value::decode_tail(name, &bytes)?,
             None => Vec::new(),
         };
-        for (_, person, seq) in indexed.iter().filter(|(account, _, _)| account.as_slice() == key) {
-            if tail.len() >= ACCOUNT_JOURNAL_TAIL_MAX {
-                // Full: the tail becomes a page of its own, written before the account value
-                // that no longer lists it.
-                let first = tail.first().copied().unwrap_or(*seq);
-                resolved.push(RedoOp {
-                    tree: tree(TreeName::AccountJournal),
-                    key: account_journal_key(person, first).to_vec(),
-                    value: Some(encode_value("account journal page", &tail)?),
-                });
-                tail.clear();
+        if let Some((person, seqs)) = indexed.get(key) {
+            for seq in seqs {
+                if tail.len() >= ACCOUNT_JOURNAL_TAIL_MAX {
+                    // Full: the tail becomes a page of its own, written before the account
+                    // value that no longer lists it.
+                    let first = tail.first().copied().unwrap_or(*seq);
+                    resolved.push(RedoOp {
+                        tree: tree(TreeName::AccountJournal),
+                        key: account_journal_key(person, first).to_vec(),
+                        value: Some(encode_value("account journal page", &tail)?),
+                    });
+                    tail.clear();
+                }
+                tail.push(*seq);
             }
-            tail.push(*seq);
         }
-        tails.push((key.to_vec(), tail.clone()));
+        tails.insert(key.to_vec(), tail.clone());
         Ok(tail)
     };
     for op in ops {
@@ -542,9 +559,8 @@ fn resolve(
     }
     // An indexed entry whose account this set does not write: the stored account is written
     // again with the longer tail.
-    let mut rewritten: Vec<Vec<u8>> = Vec::new();
-    for (key, _, _) in &indexed {
-        if accounts_written.contains(key) || rewritten.contains(key) {
+    for key in &indexed_order {
+        if accounts_written.contains(key) {
             continue;
         }
         let name = TreeName::Accounts.name();
@@ -561,7 +577,6 @@ fn resolve(
             key: key.clone(),
             value: Some(account_value::encode(&account, &tail)?),
         });
-        rewritten.push(key.clone());
     }
     Ok((resolved, journal_seqs))
 }
@@ -781,6 +796,12 @@ impl Store {
             .flush_once(&shared.db, &shared.files, &|| settle_audit(shared))
     }
 
+    /// Whether a failed flush or a torn write set has stopped the store: it then refuses
+    /// writes and flushes until it is reopened.
+    pub fn has_failed(&self) -> bool {
+        self.shared().durability.check_failure().is_err()
+    }
+
     /// The ticket of the last apply (0 before any).
     pub fn applied_ticket(&self) -> u64 {
         self.shared().durability.applied_ticket()
@@ -837,18 +858,13 @@ impl Store {
         Ok(page)
     }
 
-    /// The journal entry with sequence number `seq`, if there is one.
-    fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
-        let name = TreeName::Journal.name();
+    /// The entries stored under the journal key that holds `seq` (empty if there is none).
+    fn journal_page_of(&self, seq: u64) -> Result<Vec<(u64, JournalEntry)>, StoreError> {
         let Some(item) = self.tree(TreeName::Journal).range(..=journal_key(seq)).next_back() else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let (key, value) = item?;
-        let entries = journal_pages::decode_value(name, &key, &value)?;
-        Ok(entries
-            .into_iter()
-            .find(|(stored, _)| *stored == seq)
-            .map(|(_, entry)| entry))
+        journal_pages::decode_value(TreeName::Journal.name(), &key, &value)
     }
 
     /// Like [`Store::journal_from`], but only entries already on disk: what a reader outside
@@ -901,17 +917,29 @@ impl Store {
                 })?;
                 let first = decode_u64(index, seq_bytes)?;
                 let page = account_value::decode_page(index, first, &value)?;
-                seqs.extend(page.into_iter().rev().filter(below));
+                for seq in page.into_iter().rev().filter(below) {
+                    // Strictly descending: a reader racing a spill may see the same seqs in
+                    // the old tail and in the new page (written before the account value that
+                    // drops them); each is listed once.
+                    if seqs.last().is_none_or(|last| seq < *last) {
+                        seqs.push(seq);
+                    }
+                }
                 if seqs.len() >= limit {
                     break;
                 }
             }
         }
         seqs.truncate(limit);
+        // Consecutive seqs often share a journal page: decode each page once.
+        let mut page: Vec<(u64, JournalEntry)> = Vec::new();
         let mut entries = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            match self.journal_entry(seq)? {
-                Some(entry) => entries.push((seq, entry)),
+            if !page.iter().any(|(stored, _)| *stored == seq) {
+                page = self.journal_page_of(seq)?;
+            }
+            match page.iter().find(|(stored, _)| *stored == seq) {
+                Some((_, entry)) => entries.push((seq, entry.clone())),
                 None => {
                     return Err(StoreError::Corrupt {
                         tree: index,

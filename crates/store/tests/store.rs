@@ -707,9 +707,19 @@ fn a_long_history_moves_from_the_account_value_to_index_pages_and_reads_back_in_
             }
             index += count;
         }
+        // One set with more than two tails' worth of entries, the account written twice in it
+        // (before and after them): two spills in one set, each entry listed once.
+        let many = 2 * exchange_store::ACCOUNT_JOURNAL_TAIL_MAX as u64 + 3;
+        let mut writes = vec![Write::Account(account(0, 500))];
+        writes.extend((0..many).map(|k| Write::Journal(entry_of(0, index + k))));
+        writes.push(Write::Account(account(0, 501)));
+        let applied = store.apply(&writes).unwrap();
+        for (k, seq) in applied.journal_seqs.iter().enumerate() {
+            mine.push((*seq, entry_of(0, index + k as u64)));
+        }
         store.flush_blocking().unwrap();
         assert!(mine.len() > 3 * exchange_store::ACCOUNT_JOURNAL_TAIL_MAX);
-        assert_eq!(store.account(&person(0)).unwrap(), Some(account(0, 100 + 37)));
+        assert_eq!(store.account(&person(0)).unwrap(), Some(account(0, 501)));
     }
     mine.reverse();
     let store = open(dir.path());
@@ -727,6 +737,16 @@ fn a_long_history_moves_from_the_account_value_to_index_pages_and_reads_back_in_
         }
         assert_eq!(read, mine, "limit {limit}");
     }
+    // A `seq_before` inside a page, and a limit of 0.
+    for cut in [1usize, 7, 20, 33, mine.len() - 1] {
+        let before = mine[cut].0;
+        assert_eq!(
+            store.journal_of_account(&person(0), before, usize::MAX).unwrap(),
+            mine[cut + 1..].to_vec(),
+            "before {before}"
+        );
+    }
+    assert_eq!(store.journal_of_account(&person(0), 0, 0).unwrap(), vec![]);
     // The other person has no account here: not indexed.
     assert_eq!(store.journal_of_account(&person(3), 0, 10).unwrap(), vec![]);
 }
@@ -743,7 +763,7 @@ fn a_store_in_the_layout_before_index_tails_reads_and_grows() {
             .unwrap()
             .insert(&person_key, rmp_serde::to_vec(&account(0, 100)).unwrap())
             .unwrap();
-        for seq in 1..=3u64 {
+        for seq in 1..=LEGACY_ENTRIES {
             db.open_tree("journal")
                 .unwrap()
                 .insert(seq.to_be_bytes(), rmp_serde::to_vec(&entry_of(0, seq)).unwrap())
@@ -756,19 +776,69 @@ fn a_store_in_the_layout_before_index_tails_reads_and_grows() {
     }
     let store = open(dir.path());
     assert_eq!(store.account(&person(0)).unwrap(), Some(account(0, 100)));
-    let applied = store
-        .apply(&[Write::Journal(entry_of(0, 4)), Write::Account(account(0, 104))])
-        .unwrap();
-    assert_eq!(applied.journal_seqs, vec![4]);
-    let seqs: Vec<u64> = store
-        .journal_of_account(&person(0), 0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|(seq, entry)| {
-            assert_eq!(entry, entry_of(0, seq));
-            seq
-        })
-        .collect();
-    assert_eq!(seqs, vec![4, 3, 2, 1]);
-    assert_eq!(store.account(&person(0)).unwrap(), Some(account(0, 104)));
+    // More new entries than a tail holds, one per set, half with the account written.
+    let last = LEGACY_ENTRIES + 2 * exchange_store::ACCOUNT_JOURNAL_TAIL_MAX as u64;
+    for seq in LEGACY_ENTRIES + 1..=last {
+        let mut writes = vec![Write::Journal(entry_of(0, seq))];
+        if seq % 2 == 0 {
+            writes.push(Write::Account(account(0, seq)));
+        }
+        assert_eq!(store.apply(&writes).unwrap().journal_seqs, vec![seq]);
+    }
+    let newest_first: Vec<u64> = (1..=last).rev().collect();
+    for limit in [1usize, 3, 16, 100] {
+        let mut read = Vec::new();
+        let mut before = 0;
+        loop {
+            let page = store.journal_of_account(&person(0), before, limit).unwrap();
+            let Some(oldest) = page.last() else { break };
+            before = oldest.0;
+            for (seq, entry) in page {
+                assert_eq!(entry, entry_of(0, seq));
+                read.push(seq);
+            }
+        }
+        assert_eq!(read, newest_first, "limit {limit}");
+    }
+    assert_eq!(store.account(&person(0)).unwrap(), Some(account(0, last)));
+}
+
+/// Entries of an account in the layout before index tails, in `a_store_in_the_layout_...`.
+const LEGACY_ENTRIES: u64 = 20;
+
+#[test]
+fn the_journal_reads_from_any_sequence_number_inside_a_page() {
+    // Sets of one to five entries: pages of several entries, read after every seq, with every
+    // small limit, give exactly the entries after it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut all = Vec::new();
+    for set in 0..12u64 {
+        let writes: Vec<Write> = (0..(set % 5) + 1)
+            .map(|k| Write::Journal(journal_entry(set * 10 + k)))
+            .collect();
+        let applied = store.apply(&writes).unwrap();
+        for (k, seq) in applied.journal_seqs.iter().enumerate() {
+            all.push((*seq, journal_entry(set * 10 + k as u64)));
+        }
+    }
+    let last = all.len() as u64;
+    assert_eq!(store.last_journal_seq().unwrap(), last);
+    for after in 0..=last + 1 {
+        for limit in [0usize, 1, 2, 4, 100] {
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|(seq, _)| *seq > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(
+                store.journal_from(after, limit).unwrap(),
+                expected,
+                "after {after}, limit {limit}"
+            );
+        }
+    }
+    drop(store);
+    assert_eq!(open(dir.path()).last_journal_seq().unwrap(), last);
 }
