@@ -122,8 +122,9 @@ impl SledFiles {
     }
 }
 
-/// `Db::flush()`, then `fsync` of new blob files and `fdatasync` of the log file, so what the
-/// flush wrote survives a power cut too (see the module's comment).
+/// Lists sled's blob files, `Db::flush()`, then `fsync`s the listed ones not synced yet and
+/// `fdatasync`s the log file, so what the flush wrote survives a power cut too (see the
+/// module's comment for why the listing comes first).
 pub(crate) fn flush_durably(db: &sled::Db, files: &SledFiles) -> Result<Flushed, StoreError> {
     let blobs = files.list_blobs()?;
     let log_bytes = db.flush()?;
