@@ -138,3 +138,66 @@ fn chaos_runs_from_the_command_line_and_reports_its_json_keys() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--duration"));
 }
+
+#[test]
+fn bench_runs_a_small_cluster_and_reports_its_json_keys() {
+    // A smoke run of the operators' benchmark command, CI-sized (figures are measured by hand,
+    // see BENCHMARKS.md): real node processes, the bulk loader, every phase and both local
+    // ceilings. What it checks is that the command works end to end and keeps its JSON keys,
+    // not how fast anything is.
+    let output = exchange(&[
+        "bench",
+        "--json",
+        "--duration",
+        "2",
+        "--rate",
+        "40",
+        "--accounts",
+        "3000",
+        "--families",
+        "4",
+        "--low-rate",
+        "20",
+        "--low-duration",
+        "1",
+        "--transport-seconds",
+        "1",
+        "--storage-writes",
+        "2000",
+        "--no-postgres",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for key in [
+        "cross_province_settlements_per_s",
+        "local_settlements_per_s",
+        "p99_ms",
+        "flushes_per_settlement",
+        "peak_rss_mib",
+        "transport_ceiling_rpc_per_s",
+        "storage_ceiling_writes_per_s",
+        "restart_to_serving_s",
+    ] {
+        assert!(
+            report.get(key).is_some_and(|value| value.is_number()),
+            "{key} missing: {report}"
+        );
+    }
+    assert_eq!(report["accounts_on_beijing"], 3000, "{report}");
+    for key in [
+        "cross_province_settlements_per_s",
+        "local_settlements_per_s",
+        "transport_ceiling_rpc_per_s",
+        "storage_ceiling_writes_per_s",
+    ] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key} is 0: {report}");
+    }
+    // Every phase's settlements were answered, none failed.
+    for phase in report["phases"].as_array().unwrap() {
+        let client = &phase["client"];
+        assert_eq!(client["failed"], 0, "{phase}");
+        assert!(client["settled"].as_u64().unwrap() > 0, "{phase}");
+    }
+}
