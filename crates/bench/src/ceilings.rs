@@ -82,7 +82,6 @@ pub async fn transport_ceiling(
     let server = Server::builder()
         .tls_config(server_tls)
         .map_err(|e| BenchError::step("echo server", e))?
-        .tcp_nodelay(true)
         .add_service(health)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -156,7 +156,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
         .add_service(InterceptedService::new(

@@ -480,14 +480,18 @@ fn resolve(
     // Index tails as this set leaves them, by account key: read once, then kept for a second
     // write of the same account in this set.
     let mut tails: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
-    let mut tail_of = |key: &[u8], resolved: &mut Vec<RedoOp>| -> Result<Vec<u64>, StoreError> {
+    // `stored`: the account's stored value when the caller has read it already.
+    let mut tail_of = |key: &[u8], stored: Option<&[u8]>, resolved: &mut Vec<RedoOp>| -> Result<Vec<u64>, StoreError> {
         if let Some(tail) = tails.get(key) {
             return Ok(tail.clone());
         }
         let name = TreeName::Accounts.name();
-        let mut tail = match trees[TreeName::Accounts.index()].get(key)? {
-            Some(bytes) => account_value::decode_tail(name, &bytes)?,
-            None => Vec::new(),
+        let mut tail = match stored {
+            Some(bytes) => account_value::decode_tail(name, bytes)?,
+            None => match trees[TreeName::Accounts.index()].get(key)? {
+                Some(bytes) => account_value::decode_tail(name, &bytes)?,
+                None => Vec::new(),
+            },
         };
         if let Some((person, seqs)) = indexed.get(key) {
             for seq in seqs {
@@ -515,7 +519,7 @@ fn resolve(
                 key,
                 value,
             } => {
-                let tail = tail_of(&key, &mut resolved)?;
+                let tail = tail_of(&key, None, &mut resolved)?;
                 resolved.push(RedoOp {
                     tree: tree(TreeName::Accounts),
                     key,
@@ -571,7 +575,7 @@ fn resolve(
                 detail: "an indexed account vanished under the writer lock".to_string(),
             })?;
         let account = account_value::account_bytes(name, &stored)?;
-        let tail = tail_of(key, &mut resolved)?;
+        let tail = tail_of(key, Some(&stored), &mut resolved)?;
         resolved.push(RedoOp {
             tree: tree(TreeName::Accounts),
             key: key.clone(),
@@ -579,6 +583,18 @@ fn resolve(
         });
     }
     Ok((resolved, journal_seqs))
+}
+
+/// In a tree of pages keyed by their first sequence number (the journal, the audit log): the
+/// page whose first seq is the greatest at or before `seq`, i.e. the one that may hold it.
+fn page_at_or_before(tree: &sled::Tree, seq: u64) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+    Ok(tree.range(..=journal_key(seq)).next_back().transpose()?)
+}
+
+/// Where a forward read of such a tree from `seq` starts: the page that may hold it, else
+/// `seq`'s own key.
+fn page_start(tree: &sled::Tree, seq: u64) -> Result<sled::IVec, StoreError> {
+    Ok(page_at_or_before(tree, seq)?.map_or_else(|| sled::IVec::from(&journal_key(seq)), |(key, _)| key))
 }
 
 /// Applies resolved changes to the trees, one plain insert or remove each.
@@ -841,10 +857,7 @@ impl Store {
         let name = TreeName::Journal.name();
         let tree = self.tree(TreeName::Journal);
         // Start at the key holding `first`: its own, or the page before it that runs past it.
-        let start = match tree.range(..=journal_key(first)).next_back() {
-            Some(item) => item?.0.to_vec(),
-            None => journal_key(first).to_vec(),
-        };
+        let start = page_start(tree, first)?;
         let mut page = Vec::new();
         for item in tree.range(start..) {
             if page.len() >= limit {
@@ -860,11 +873,10 @@ impl Store {
 
     /// The entries stored under the journal key that holds `seq` (empty if there is none).
     fn journal_page_of(&self, seq: u64) -> Result<Vec<(u64, JournalEntry)>, StoreError> {
-        let Some(item) = self.tree(TreeName::Journal).range(..=journal_key(seq)).next_back() else {
-            return Ok(Vec::new());
-        };
-        let (key, value) = item?;
-        journal_pages::decode_value(TreeName::Journal.name(), &key, &value)
+        match page_at_or_before(self.tree(TreeName::Journal), seq)? {
+            Some((key, value)) => journal_pages::decode_value(TreeName::Journal.name(), &key, &value),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Like [`Store::journal_from`], but only entries already on disk: what a reader outside
@@ -1069,10 +1081,7 @@ impl Store {
         }
         let tree = self.tree(TreeName::Audit);
         // The page holding `first` starts at or before it.
-        let start = match tree.range(..=journal_key(first)).next_back() {
-            Some(item) => item?.0,
-            None => sled::IVec::from(&journal_key(first)),
-        };
+        let start = page_start(tree, first)?;
         let limit = limit.min(AUDIT_PAGE_LEN_MAX);
         let mut records = Vec::new();
         for page in tree.range(start..).values() {
