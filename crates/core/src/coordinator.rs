@@ -473,6 +473,11 @@ impl Coordinator {
         let Some(mut inflight) = self.inflight.remove(id) else {
             return Ok(());
         };
+        // This round's deadline finds the settlement decided or in a later round.
+        effects.cancel_timer(TimerKind::VoteDeadline {
+            settlement: id.clone(),
+            round: inflight.round,
+        });
         let planned = plan(&self.plan_input(&inflight, now)).map_err(|e| e.to_string())?;
         if !planned.cash.is_zero() && inflight.round < self.config.rounds_max {
             let earliest_window = inflight
@@ -817,6 +822,8 @@ impl Coordinator {
             }
         }
         if self.deliveries.ack(&key, &ack, from) == Some(true) {
+            // Nothing is left to resend.
+            effects.cancel_timer(TimerKind::Resend(key.clone()));
             // Removing a delivered item needs no write set of its own: while a settlement is
             // in flight, its decision is certain to write, and the removal rides on that set
             // (under load, one set less per settlement). A crash meanwhile leaves the item in

@@ -60,6 +60,13 @@ pub struct Effects {
     pub sends: Vec<(Province, PeerMessage)>,
     pub replies: Vec<(ReplyTo, ClientReply)>,
     pub timers: Vec<Timer>,
+    /// Timers armed earlier that this handler made pointless: fired now, each would do
+    /// nothing. A hint, not a command: a driver may drop them (the node does: at 10,000
+    /// settlements/s every leg's hold deadline, vote deadline and resend timer would otherwise
+    /// wake an actor, and a hold deadline reads the store), or fire them anyway (the simulator
+    /// does, and checks that they do nothing). A timer armed after the hint is not covered.
+    #[serde(default)]
+    pub cancels: Vec<TimerKind>,
     pub notes: Vec<Note>,
 }
 
@@ -95,11 +102,17 @@ impl Effects {
         self.timers.push(Timer { at_mono_ms, kind });
     }
 
+    /// Says that every timer of `kind` armed so far would now do nothing (see `cancels`).
+    pub fn cancel_timer(&mut self, kind: TimerKind) {
+        self.cancels.push(kind);
+    }
+
     pub fn extend(&mut self, other: Effects) {
         self.writes.extend(other.writes);
         self.sends.extend(other.sends);
         self.replies.extend(other.replies);
         self.timers.extend(other.timers);
+        self.cancels.extend(other.cancels);
         self.notes.extend(other.notes);
     }
 }

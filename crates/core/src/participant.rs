@@ -397,6 +397,7 @@ impl Participant<'_> {
                     leg: leg.clone(),
                     live: false,
                 });
+                effects.cancel_timer(TimerKind::HoldDeadline(leg.clone()));
                 if !amount.is_zero() {
                     effects.writes.push(Write::Journal(JournalEntry {
                         kind: JournalKind::Debit,
@@ -558,6 +559,7 @@ impl Participant<'_> {
             leg: leg.clone(),
             live: false,
         });
+        effects.cancel_timer(TimerKind::HoldDeadline(leg.clone()));
         effects.notes.push(Note::HoldResolved {
             leg: leg.clone(),
             committed: false,

@@ -293,6 +293,7 @@ fn effects(
         sends,
         replies,
         timers,
+        cancels: Vec::new(),
         notes: Vec::new(),
     }
 }
@@ -566,6 +567,8 @@ fn a_transfer_holds_asks_the_receiver_commits_and_credits_exactly_once() {
             )],
             replies: vec![],
             timers: vec![],
+            // The hold's deadline has nothing left to do.
+            cancels: vec![TimerKind::HoldDeadline(debit.clone())],
             notes: vec![Note::HoldResolved {
                 leg: debit.clone(),
                 committed: true,

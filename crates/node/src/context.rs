@@ -217,9 +217,10 @@ impl NodeContext {
         }
     }
 
-    /// Applies a handler's writes, arms its timers, and queues what it sends and replies until
-    /// the writes are durable. Account invariants are checked before anything is applied.
-    pub async fn execute(&self, effects: Effects, myself: &ActorRef<CoreMsg>) -> Result<(), NodeError> {
+    /// Applies a handler's writes and queues what it sends and replies until the writes are
+    /// durable. Account invariants are checked before anything is applied. Timers are the
+    /// calling actor's (see `timers.rs`).
+    pub async fn execute(&self, effects: Effects) -> Result<(), NodeError> {
         for write in &effects.writes {
             if let Write::Account(account) = write {
                 account.check_invariant().map_err(NodeError::Invariant)?;
@@ -248,11 +249,6 @@ impl NodeContext {
         // other handlers' writes before every settlement's first message: prepares need none
         // (see `Effects::only_prepares_without_writes`).
         let at_once = effects.only_prepares_without_writes();
-        for timer in effects.timers {
-            let kind = timer.kind;
-            let delay = self.clock.until(timer.at_mono_ms);
-            myself.send_after(delay, move || CoreMsg::Input(Input::Timer(kind)));
-        }
         // Notes were counted above; only sends and replies wait for the disk.
         if effects.sends.is_empty() && effects.replies.is_empty() {
             return Ok(());

@@ -1,6 +1,7 @@
 //! The actors that run the core: account shards (participant and binding work) and
 //! coordinator shards (settlements and refunds). Each owns one `NodeCore`; they are glue.
 
+use exchange_core::effects::Effects;
 use exchange_core::node::{Input, NodeCore};
 use exchange_core::records::OutboxKey;
 use exchange_core::{LedgerView, LegId};
@@ -9,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::context::Context;
 use crate::error::NodeError;
 use crate::route::Target;
+use crate::timers::TimerQueue;
 
 /// Messages of a core actor.
 #[derive(Debug)]
@@ -16,6 +18,8 @@ pub enum CoreMsg {
     Input(Input),
     /// Resume this shard's in-doubt work from the store (sent once after every start).
     Recover,
+    /// The earliest of this shard's timers may be due (see `timers.rs`).
+    Tick,
 }
 
 /// A shard of the node's core logic.
@@ -33,6 +37,7 @@ pub struct CoreState {
     ctx: Context,
     target: Target,
     core: NodeCore,
+    timers: TimerQueue,
 }
 
 impl CoreState {
@@ -93,6 +98,7 @@ impl Actor for CoreActor {
             ctx,
             target: args.target,
             core,
+            timers: TimerQueue::default(),
         })
     }
 
@@ -103,23 +109,54 @@ impl Actor for CoreActor {
         state: &mut CoreState,
     ) -> Result<(), ActorProcessingErr> {
         let now = state.ctx.clock.now();
-        let effects = match message {
-            CoreMsg::Input(input) => state
-                .core
-                .handle(&state.ctx.store, input, now)
-                .map_err(NodeError::from)?,
+        match message {
+            CoreMsg::Input(input) => {
+                let effects = state
+                    .core
+                    .handle(&state.ctx.store, input, now)
+                    .map_err(NodeError::from)?;
+                state.execute(effects).await?;
+            }
             CoreMsg::Recover => {
                 let (live_holds, outbox) = state.recovery_work()?;
                 if !live_holds.is_empty() || !outbox.is_empty() {
                     tracing::info!(target = ?state.target, live_holds = live_holds.len(), outbox = outbox.len(), "recovering");
                 }
-                state
+                let effects = state
                     .core
                     .recover(&state.ctx.store, &live_holds, &outbox, now)
-                    .map_err(NodeError::from)?
+                    .map_err(NodeError::from)?;
+                state.execute(effects).await?;
             }
-        };
-        state.ctx.execute(effects, &myself).await?;
+            CoreMsg::Tick => {
+                state.timers.ticked();
+                for kind in state.timers.take_due(now.mono_ms) {
+                    let effects = state
+                        .core
+                        .handle(&state.ctx.store, Input::Timer(kind), state.ctx.clock.now())
+                        .map_err(NodeError::from)?;
+                    state.execute(effects).await?;
+                }
+            }
+        }
+        if let Some(at) = state.timers.tick_needed() {
+            myself.send_after(state.ctx.clock.until(at), || CoreMsg::Tick);
+        }
         Ok(())
+    }
+}
+
+impl CoreState {
+    /// Runs a handler's effects: its writes, sends and replies through the context, its
+    /// timers and cancel hints into this shard's queue (hints first: they cover timers armed
+    /// before the handler ran, not the ones it arms).
+    async fn execute(&mut self, mut effects: Effects) -> Result<(), NodeError> {
+        for kind in std::mem::take(&mut effects.cancels) {
+            self.timers.cancel(&kind);
+        }
+        for timer in std::mem::take(&mut effects.timers) {
+            self.timers.arm(timer.at_mono_ms, timer.kind);
+        }
+        self.ctx.execute(effects).await
     }
 }

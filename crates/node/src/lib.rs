@@ -26,6 +26,7 @@ pub mod route;
 pub mod runtime;
 pub mod services;
 pub mod supervisor;
+pub mod timers;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

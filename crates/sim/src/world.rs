@@ -7,7 +7,7 @@
 //! node's volatile state, its unflushed writes and its unsent messages.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use exchange_core::binding::{BindRequest, DocumentKind};
 use exchange_core::config::Safeguards;
@@ -109,6 +109,9 @@ enum Event {
         incarnation: u32,
         at_mono: u64,
         kind: TimerKind,
+        /// Which arming this is (the node's count of timers armed, from 1): a cancel hint
+        /// covers the armings before it.
+        armed: u64,
     },
     FlushDone {
         node: usize,
@@ -247,6 +250,11 @@ pub(crate) struct SimNode {
     batch_decision: bool,
     batch_vote: bool,
     armed_crash: Option<(CrashPoint, u64)>,
+    /// Timers armed so far (all incarnations).
+    timers_armed: u64,
+    /// Cancel hints (`Effects::cancels`) by kind: the armings up to this count are pointless.
+    /// The simulator fires them anyway and checks that they do nothing.
+    cancelled: HashMap<TimerKind, u64>,
 }
 
 enum Output {
@@ -420,6 +428,8 @@ impl<'a> World<'a> {
                 batch_decision: false,
                 batch_vote: false,
                 armed_crash: None,
+                timers_armed: 0,
+                cancelled: HashMap::new(),
             });
         }
         let w = &scenario.workload;
@@ -898,6 +908,7 @@ impl<'a> World<'a> {
                 incarnation,
                 at_mono,
                 kind,
+                armed,
             } => {
                 let Some(n) = self.nodes.get(node) else {
                     return;
@@ -914,11 +925,16 @@ impl<'a> World<'a> {
                             incarnation,
                             at_mono,
                             kind,
+                            armed,
                         },
                     );
                     return;
                 }
-                self.handle(node, Input::Timer(kind));
+                if n.cancelled.get(&kind).is_some_and(|upto| armed <= *upto) {
+                    self.handle_cancelled_timer(node, kind);
+                } else {
+                    self.handle(node, Input::Timer(kind));
+                }
             }
             Event::FlushDone { node, incarnation } => self.flush_done(node, incarnation),
             Event::Crash { node, down_ms } => self.crash(node, down_ms),
@@ -1037,6 +1053,33 @@ impl<'a> World<'a> {
         }
     }
 
+    /// A timer the core said it had made pointless (`Effects::cancels`) fires all the same:
+    /// the node drops such timers, so firing one must change nothing and send nothing.
+    fn handle_cancelled_timer(&mut self, node: usize, kind: TimerKind) {
+        let now = self.nodes[node].clock.now(self.time);
+        let n = &mut self.nodes[node];
+        let Some(core) = n.core.as_mut() else {
+            return;
+        };
+        let province = n.province;
+        match core.handle(&n.ledger, Input::Timer(kind.clone()), now) {
+            Ok(effects) => {
+                if !(effects.writes.is_empty()
+                    && effects.sends.is_empty()
+                    && effects.replies.is_empty()
+                    && effects.timers.is_empty())
+                {
+                    self.violate(
+                        "cancelled_timer_acted",
+                        format!("node {province}: timer {kind:?}, cancelled, still acted: {effects:?}"),
+                    );
+                }
+                self.process(node, effects);
+            }
+            Err(error) => self.violate("handler_error", format!("node {province}: {error}")),
+        }
+    }
+
     fn process(&mut self, node: usize, effects: exchange_core::Effects) {
         // As the node does: the prepares of a handler that wrote nothing leave at once,
         // without waiting for other handlers' unflushed writes.
@@ -1046,6 +1089,7 @@ impl<'a> World<'a> {
             sends,
             replies,
             timers,
+            cancels,
             notes,
         } = effects;
         self.hash.u64(writes.len() as u64);
@@ -1096,8 +1140,14 @@ impl<'a> World<'a> {
         if decided {
             self.nodes[node].batch_decision = true;
         }
+        let n = &mut self.nodes[node];
+        for kind in cancels {
+            n.cancelled.insert(kind, n.timers_armed);
+        }
         for timer in timers {
-            let n = &self.nodes[node];
+            let n = &mut self.nodes[node];
+            n.timers_armed = n.timers_armed.saturating_add(1);
+            let armed = n.timers_armed;
             let at = n.clock.time_of_mono(timer.at_mono_ms, self.time);
             let incarnation = n.incarnation;
             self.schedule(
@@ -1107,6 +1157,7 @@ impl<'a> World<'a> {
                     incarnation,
                     at_mono: timer.at_mono_ms,
                     kind: timer.kind,
+                    armed,
                 },
             );
         }

@@ -9,13 +9,17 @@
 //!
 //! Storage: records are chained and given a durability ticket at append, and written to the
 //! store's `audit` tree in **pages**: a list of consecutive records under the seq (big-endian)
-//! of its first. Outcome and read records wait in memory and go out with the next page; an
-//! intent goes out at once, with whatever waits before it, so it is in sled's log before any
-//! write of its action (sled recovers a prefix of its log: after a crash no effect survives
-//! without its intent). Pages are also written right before every flush and when full
-//! (`AUDIT_PAGE_RECORDS_MAX`, `AUDIT_PAGE_BYTES_MAX`). So a settlement costs one sled insert
-//! for its audit records instead of two (the audit log was ~12 % of a coordinator's CPU, most
-//! of it sled inserts and node splits of this ever-growing tree). Stores written before pages
+//! of its first. Outcome and read records wait in memory and go out with the next page; a
+//! page holding an intent goes out right before the store's next write of any kind (write set,
+//! counter), so an intent is in sled's log before any write of its action (sled recovers a
+//! prefix of its log: after a crash no effect survives without its intent). Pages are also
+//! written right before every flush and when full (`AUDIT_PAGE_RECORDS_MAX`,
+//! `AUDIT_PAGE_BYTES_MAX`). So the settlements arriving between two writes share one sled
+//! insert for their audit records (the audit log was ~12 % of a coordinator's CPU with an
+//! insert per settlement, most of it sled inserts and node splits of this ever-growing tree).
+//! An action that writes nothing (a settlement's prepares, presumed abort) may leave before
+//! its intent is in sled's log: its intent is then durable with the next flush, as it always
+//! was (no intent was ever flushed before the prepares left). Stores written before pages
 //! hold one record per key; readers and verifiers accept both.
 //!
 //! What a chain cannot show alone: a rewrite of the whole chain from some record on (every

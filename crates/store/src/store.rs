@@ -168,8 +168,11 @@ struct WriterState {
     /// so the stored serial only grows whatever order concurrent binds apply in.
     binding_serial_written: u64,
     /// Audit records appended (chained, ticketed) but not yet in sled: written as one page
-    /// right before the next flush, or when the page is full (see `audit.rs`).
+    /// right before the next flush, before the next write when they hold an intent, or when
+    /// the page is full (see `audit.rs`).
     audit_pending: Vec<AuditRecord>,
+    /// `audit_pending` holds an intent: it must reach sled's log before anything else does.
+    audit_intent_pending: bool,
 }
 
 /// Everything the flusher thread shares with the handles.
@@ -670,6 +673,7 @@ impl Store {
                 audit_head_hash,
                 binding_serial_written: binding_serial,
                 audit_pending: Vec::new(),
+                audit_intent_pending: false,
             }),
             durability: Durability::new(last_journal_seq),
             binding_serial_reserved: AtomicU64::new(binding_serial),
@@ -761,6 +765,8 @@ impl Store {
                 max: REDO_RECORD_BYTES_MAX,
             });
         }
+        // Intents appended before this set go into sled's log before any of its writes.
+        write_audit_intents(shared, &mut writer)?;
         self.tree(TreeName::Redo)
             .insert(REDO_KEY, record)
             .map_err(|error| write_failed(shared, error))?;
@@ -1029,6 +1035,7 @@ impl Store {
         shared.durability.check_failure()?;
         let mut writer = lock_writer(shared);
         let ticket = following_ticket(&writer)?;
+        write_audit_intents(shared, &mut writer)?;
         self.tree(TreeName::Meta)
             .insert(key, &value.to_be_bytes())
             .map_err(|error| write_failed(shared, error))?;
@@ -1058,11 +1065,14 @@ impl Store {
         }
         writer.audit_head_hash = record.hash;
         writer.audit_pending.push(record);
+        writer.audit_intent_pending |= intent;
         writer.last_ticket = ticket;
         writer.next_audit_seq = next_seq;
         shared.durability.note_applied(ticket);
-        // An intent must be in sled's log before any write of its action (see `audit.rs`).
-        if intent || writer.audit_pending.len() >= AUDIT_PAGE_RECORDS_MAX {
+        // An intent must be in sled's log before any write of its action: every write path
+        // writes pending intents first (see `audit.rs`), so intents of calls arriving
+        // together share one page instead of costing a sled insert each.
+        if writer.audit_pending.len() >= AUDIT_PAGE_RECORDS_MAX {
             write_audit_pending(shared, &mut writer)?;
         }
         Ok(AuditAppended { seq, ticket })
@@ -1133,6 +1143,7 @@ impl Store {
         let mut writer = lock_writer(shared);
         let ticket = following_ticket(&writer)?;
         let new = update(self.read_meta(key)?)?;
+        write_audit_intents(shared, &mut writer)?;
         self.tree(TreeName::Meta)
             .insert(key, &new.to_be_bytes())
             .map_err(|error| write_failed(shared, error))?;
@@ -1201,6 +1212,16 @@ fn write_audit_pending(shared: &Shared, writer: &mut WriterState) -> Result<(), 
         return Err(StoreError::Sled(error));
     }
     writer.audit_pending.clear();
+    writer.audit_intent_pending = false;
+    Ok(())
+}
+
+/// Before any other write to sled: the pending audit page, if it holds an intent (an intent
+/// is in sled's log before any write of its action; outcomes and reads may wait longer).
+fn write_audit_intents(shared: &Shared, writer: &mut WriterState) -> Result<(), StoreError> {
+    if writer.audit_intent_pending {
+        write_audit_pending(shared, writer)?;
+    }
     Ok(())
 }
 
@@ -1306,7 +1327,7 @@ mod tests {
     }
 
     #[test]
-    fn an_intent_is_in_sled_before_any_write_of_its_action_and_outcomes_wait() {
+    fn intents_are_in_sled_before_any_later_write_and_outcomes_wait() {
         let (_dir, store) = open_temp();
         let shared = store.shared();
         let entry = |outcome: &str, intent_seq: Option<u64>| AuditEntry {
@@ -1325,18 +1346,25 @@ mod tests {
             "a read record waits"
         );
         let intent = store.append_audit(&entry(crate::AUDIT_INTENT, None)).unwrap();
+        let second = store.append_audit(&entry(crate::AUDIT_INTENT, None)).unwrap();
+        assert_eq!(
+            (stored(), lock_writer(shared).audit_pending.len()),
+            (0, 3),
+            "intents wait for the next write"
+        );
+        store.apply(&[Write::BindingSerial(1)]).unwrap();
         assert_eq!(
             lock_writer(shared).audit_pending.len(),
             0,
-            "the intent went out at once"
+            "the intents went out before the write"
         );
-        assert_eq!(stored(), 1, "as one page with the record before it");
+        assert_eq!(stored(), 1, "as one page with the record before them");
         let page = shared.trees[TreeName::Audit.index()]
             .get(journal_key(read.seq))
             .unwrap()
             .unwrap();
         let seqs: Vec<u64> = decode_audit_page(&page).unwrap().iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![read.seq, intent.seq]);
+        assert_eq!(seqs, vec![read.seq, intent.seq, second.seq]);
         store.append_audit(&entry("ok", Some(intent.seq))).unwrap();
         assert_eq!(
             lock_writer(shared).audit_pending.len(),
@@ -1345,6 +1373,15 @@ mod tests {
         );
         store.flush_blocking().unwrap();
         assert_eq!((stored(), lock_writer(shared).audit_pending.len()), (2, 0));
+        // A counter write (the monitor's cursor) is a write like any other.
+        let third = store.append_audit(&entry(crate::AUDIT_INTENT, None)).unwrap();
+        store.meta_put("cursor", 7).unwrap();
+        assert_eq!((stored(), lock_writer(shared).audit_pending.len()), (3, 0));
+        let page = shared.trees[TreeName::Audit.index()]
+            .get(journal_key(third.seq))
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_audit_page(&page).unwrap().len(), 1);
         assert!(store.verify_audit().unwrap().ok());
     }
 
