@@ -42,6 +42,9 @@ pub struct Safeguards {
     pub ask_before_release: bool,
     /// The coordinator refuses to commit a leg past its deadline minus the margin.
     pub commit_deadline: bool,
+    /// A timer is hinted pointless (`Effects::cancels`) only once it is. Off: the coordinator
+    /// calls a round's vote deadline pointless at the round's first vote.
+    pub exact_cancels: bool,
 }
 
 impl Default for Safeguards {
@@ -50,6 +53,7 @@ impl Default for Safeguards {
             fence: true,
             ask_before_release: true,
             commit_deadline: true,
+            exact_cancels: true,
         }
     }
 }

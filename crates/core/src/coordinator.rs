@@ -680,6 +680,13 @@ impl Coordinator {
             return Ok(effects);
         };
         if let Some(inflight) = self.inflight.get_mut(&id) {
+            if !self.config.safeguards.exact_cancels {
+                // Mutation: the deadline is still needed while any other vote is missing.
+                effects.cancel_timer(TimerKind::VoteDeadline {
+                    settlement: id.clone(),
+                    round: inflight.round,
+                });
+            }
             let Some(entry) = inflight.legs.iter_mut().find(|l| &l.leg == leg && l.province == from) else {
                 // A leg of an older attempt of this settlement: it can never commit.
                 if matches!(vote, Vote::Yes { .. }) {

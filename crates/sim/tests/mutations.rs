@@ -62,6 +62,19 @@ fn releasing_without_asking_commits_an_aborted_leg() {
     );
 }
 
+/// A coordinator that calls a round's vote deadline pointless at its first vote (the node
+/// would drop the timer) is caught when a partition keeps another vote away: the deadline,
+/// fired anyway, aborts the missing leg and re-plans.
+#[test]
+fn a_timer_cancelled_while_still_needed_is_caught() {
+    let safeguards = Safeguards {
+        exact_cancels: false,
+        ..Safeguards::default()
+    };
+    let found = violations("partition-during-prepare.toml", 0.2, safeguards);
+    assert_caught_as(&found, "cancelled_timer_acted", "VoteDeadline", "the early cancel");
+}
+
 #[test]
 fn with_every_safeguard_the_same_runs_are_clean() {
     for file in ["message-storm.toml", "partition-during-prepare.toml"] {
