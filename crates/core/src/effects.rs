@@ -12,7 +12,8 @@ use crate::region::Province;
 pub type ReplyTo = u64;
 
 /// A timer the driver fires back as an event at `at_mono_ms` on the node's monotonic clock.
-/// Timers are never cancelled: a handler that finds its timer stale does nothing.
+/// A driver may drop the timers a later handler names in `Effects::cancels`, or fire them
+/// anyway: either way, a handler that finds its timer stale does nothing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Timer {
     pub at_mono_ms: u64,

@@ -18,8 +18,9 @@ pub enum CoreMsg {
     Input(Input),
     /// Resume this shard's in-doubt work from the store (sent once after every start).
     Recover,
-    /// The earliest of this shard's timers may be due (see `timers.rs`).
-    Tick,
+    /// The earliest of this shard's timers may be due: the tick requested for this time
+    /// (monotonic ms; see `timers.rs`).
+    Tick(u64),
 }
 
 /// A shard of the node's core logic.
@@ -128,8 +129,8 @@ impl Actor for CoreActor {
                     .map_err(NodeError::from)?;
                 state.execute(effects).await?;
             }
-            CoreMsg::Tick => {
-                state.timers.ticked();
+            CoreMsg::Tick(at_mono_ms) => {
+                state.timers.ticked(at_mono_ms);
                 for kind in state.timers.take_due(now.mono_ms) {
                     let effects = state
                         .core
@@ -140,23 +141,27 @@ impl Actor for CoreActor {
             }
         }
         if let Some(at) = state.timers.tick_needed() {
-            myself.send_after(state.ctx.clock.until(at), || CoreMsg::Tick);
+            myself.send_after(state.ctx.clock.until(at), move || CoreMsg::Tick(at));
         }
         Ok(())
     }
 }
 
 impl CoreState {
-    /// Runs a handler's effects: its writes, sends and replies through the context, its
-    /// timers and cancel hints into this shard's queue (hints first: they cover timers armed
-    /// before the handler ran, not the ones it arms).
+    /// Runs a handler's effects: its writes, sends and replies through the context, then its
+    /// cancel hints and timers into this shard's queue (hints first: they cover timers armed
+    /// before the handler ran, not the ones it arms). Only once its writes are applied: a
+    /// hint is true of the state those writes leave.
     async fn execute(&mut self, mut effects: Effects) -> Result<(), NodeError> {
-        for kind in std::mem::take(&mut effects.cancels) {
+        let cancels = std::mem::take(&mut effects.cancels);
+        let timers = std::mem::take(&mut effects.timers);
+        self.ctx.execute(effects).await?;
+        for kind in cancels {
             self.timers.cancel(&kind);
         }
-        for timer in std::mem::take(&mut effects.timers) {
+        for timer in timers {
             self.timers.arm(timer.at_mono_ms, timer.kind);
         }
-        self.ctx.execute(effects).await
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! (`Effects::cancels`; the simulator fires those anyway and checks that they do nothing), so
 //! most timers leave this queue without ever waking anyone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use exchange_core::effects::TimerKind;
 
@@ -27,8 +27,9 @@ pub struct TimerQueue {
     /// Where each kind's armed timers sit, to cancel them.
     slots: HashMap<TimerKind, Vec<Slot>>,
     armed: u64,
-    /// The time of the tick already requested, if any: an earlier timer needs an earlier one.
-    tick_at: Option<u64>,
+    /// The times of the ticks requested and not yet arrived: a timer due before all of them
+    /// needs an earlier one.
+    ticks_requested_mono_ms: BTreeSet<u64>,
 }
 
 impl TimerQueue {
@@ -65,20 +66,21 @@ impl TimerQueue {
         fired
     }
 
-    /// A tick the actor asked for arrived: none is pending any more.
-    pub fn ticked(&mut self) {
-        self.tick_at = None;
+    /// The tick requested for `at_mono_ms` arrived.
+    pub fn ticked(&mut self, at_mono_ms: u64) {
+        self.ticks_requested_mono_ms.remove(&at_mono_ms);
     }
 
     /// When a new tick is needed (the earliest timer, rounded up to [`TIMER_TICK_MS`]), if
-    /// none is pending at or before that time; notes it as requested.
+    /// none is requested at or before that time; notes it as requested. So at most one tick
+    /// is outstanding per [`TIMER_TICK_MS`] slot, however often earlier timers are armed.
     pub fn tick_needed(&mut self) -> Option<u64> {
         let (earliest, _) = *self.due.keys().next()?;
         let at = earliest.div_ceil(TIMER_TICK_MS).saturating_mul(TIMER_TICK_MS);
-        if self.tick_at.is_some_and(|pending| pending <= at) {
+        if self.ticks_requested_mono_ms.range(..=at).next().is_some() {
             return None;
         }
-        self.tick_at = Some(at);
+        self.ticks_requested_mono_ms.insert(at);
         Some(at)
     }
 
@@ -138,8 +140,30 @@ mod tests {
         assert_eq!(queue.tick_needed(), None, "the pending tick covers it");
         queue.arm(3, kind(3));
         assert_eq!(queue.tick_needed(), Some(5));
-        queue.ticked();
+        queue.ticked(5);
         assert_eq!(queue.take_due(5), vec![kind(3)]);
-        assert_eq!(queue.tick_needed(), Some(15));
+        assert_eq!(queue.tick_needed(), None, "the tick at 15 is still on its way");
+        queue.ticked(15);
+        assert_eq!(queue.take_due(15), vec![kind(1), kind(2)]);
+        assert_eq!(queue.tick_needed(), None, "nothing left to wait for");
+    }
+
+    /// Timers armed ever earlier (a resend backing off behind fresh deadlines) must not pile
+    /// up outstanding ticks: one per slot at most.
+    #[test]
+    fn earlier_and_earlier_timers_request_one_tick_per_slot() {
+        let mut queue = TimerQueue::default();
+        queue.arm(8_000, kind(0));
+        let mut requested = 0;
+        for n in 1..=100 {
+            queue.arm(8_000 - n * 20, kind(n));
+            requested += usize::from(queue.tick_needed().is_some());
+        }
+        assert_eq!(requested, 100);
+        assert_eq!(queue.ticks_requested_mono_ms.len(), 100, "distinct slots");
+        for n in 1..=100 {
+            queue.arm(6_000 + n, kind(1_000 + n));
+            assert_eq!(queue.tick_needed(), None, "an earlier tick covers it");
+        }
     }
 }

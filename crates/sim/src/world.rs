@@ -931,6 +931,10 @@ impl<'a> World<'a> {
                     return;
                 }
                 if n.cancelled.get(&kind).is_some_and(|upto| armed <= *upto) {
+                    // Kinds are armed once or a few times: checked once, the hint is spent.
+                    if let Some(n) = self.nodes.get_mut(node) {
+                        n.cancelled.remove(&kind);
+                    }
                     self.handle_cancelled_timer(node, kind);
                 } else {
                     self.handle(node, Input::Timer(kind));
