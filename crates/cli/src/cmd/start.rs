@@ -62,10 +62,18 @@ pub fn run(args: StartArgs) -> Result<(), Failure> {
         config.tuning.worker_threads = threads;
     }
     init_logging(args.json_logs || config.log.json, &config.log.level);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.tuning.worker_threads > 0 {
-        builder.worker_threads(config.tuning.worker_threads);
-    }
+    // One thread: a current-thread runtime, run by this thread, rather than a multi-thread
+    // scheduler with one worker (which hands every wake-up from another thread, e.g. the
+    // store's flusher, through its shared queue and keeps this thread idle).
+    let mut builder = if config.tuning.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if config.tuning.worker_threads > 0 {
+            builder.worker_threads(config.tuning.worker_threads);
+        }
+        builder
+    };
     let runtime = builder.enable_all().build().context("tokio runtime")?;
     runtime.block_on(async move {
         let province = config.province;
