@@ -164,6 +164,8 @@ fn bench_runs_a_small_cluster_and_reports_its_json_keys() {
         "1",
         "--storage-writes",
         "2000",
+        "--warmup",
+        "1",
         "--no-postgres",
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -194,10 +196,18 @@ fn bench_runs_a_small_cluster_and_reports_its_json_keys() {
     ] {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key} is 0: {report}");
     }
-    // Every phase's settlements were answered, none failed.
+    // Every phase's settlements were answered, none failed; the warm-up's are in no figure
+    // (a phase counts only what its measured seconds scheduled, give or take one).
     for phase in report["phases"].as_array().unwrap() {
         let client = &phase["client"];
         assert_eq!(client["failed"], 0, "{phase}");
         assert!(client["settled"].as_u64().unwrap() > 0, "{phase}");
+        assert_eq!(phase["warmup_s"], 1.0, "{phase}");
+        let measured = phase["target_rate_per_s"].as_f64().unwrap() * phase["duration_s"].as_f64().unwrap();
+        let scheduled = client["scheduled"].as_f64().unwrap();
+        assert!(
+            (scheduled - measured).abs() <= 1.0,
+            "scheduled {scheduled}, measured part {measured}: {phase}"
+        );
     }
 }

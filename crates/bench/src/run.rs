@@ -23,6 +23,8 @@ use crate::workload::{ClientReport, ClientSpec, NodeTarget, Patient};
 pub const BENCH_PROVINCES: [u32; 3] = [110_000, 500_000, 510_000];
 /// Longest benchmark phase, seconds.
 pub const DURATION_S_MAX: u64 = 3_600;
+/// Longest warm-up before a phase's measured part.
+pub const WARMUP_S_MAX: u64 = 600;
 /// Highest target rate, settlements per second.
 pub const RATE_MAX: f64 = 1_000_000.0;
 /// Most families per phase.
@@ -82,6 +84,8 @@ pub struct BenchOptions {
     /// Settlement ids at random positions of the key space (as UUIDs would be) instead of a
     /// hospital's fixed-width serial numbers.
     pub random_ids: bool,
+    /// Seconds of load at each phase's rate before its measured part (not counted).
+    pub warmup_s: u64,
     pub seed: u64,
     pub phases: Vec<PhaseKind>,
     pub transport_s: u64,
@@ -106,6 +110,9 @@ impl BenchOptions {
         let bad = |m: &str| Err(BenchError::Invalid(m.to_string()));
         if self.duration_s == 0 || self.duration_s > DURATION_S_MAX || self.low_duration_s > DURATION_S_MAX {
             return bad("--duration must be 1 to 3600 seconds");
+        }
+        if self.warmup_s > WARMUP_S_MAX {
+            return bad("--warmup must be 0 to 600 seconds");
         }
         let rate_ok = |r: f64| r > 0.0 && r <= RATE_MAX;
         if !rate_ok(self.rate_per_s) || !rate_ok(self.low_rate_per_s) {
@@ -148,6 +155,9 @@ pub struct PhaseReport {
     pub name: String,
     pub target_rate_per_s: f64,
     pub duration_s: f64,
+    /// Seconds of load before `duration_s`, not measured (nothing of it is in any figure).
+    #[serde(default)]
+    pub warmup_s: f64,
     pub client: ClientReport,
     pub flushes: f64,
     pub flushes_per_settlement: f64,
@@ -353,6 +363,7 @@ impl PhaseRun<'_> {
             seed: self.options.seed,
             poisson: self.options.poisson,
             random_ids: self.options.random_ids,
+            warmup_ms: self.options.warmup_s.saturating_mul(1_000),
         };
         let spec_path = self.dir.join(format!("client-{name}.json"));
         std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
@@ -385,9 +396,17 @@ impl PhaseRun<'_> {
             Ok(Ok(Some(_ready))) => {}
             _ => return Err(client_failed("did not get ready")),
         }
-        let before = sample(self.nodes);
         stdin.write_all(b"go\n").await?;
         stdin.flush().await?;
+        if self.options.warmup_s > 0 {
+            let wait = Duration::from_secs(self.options.warmup_s.saturating_add(CLIENT_REPORT_GRACE_S));
+            match tokio::time::timeout(wait, lines.next_line()).await {
+                Ok(Ok(Some(line))) if line.trim() == crate::workload::WARM_LINE => {}
+                _ => return Err(client_failed("did not report the end of its warm-up")),
+            }
+        }
+        // Counters from here: the warm-up is in none of the figures.
+        let before = sample(self.nodes);
         let wait = Duration::from_secs(duration_s.saturating_add(CLIENT_REPORT_GRACE_S));
         let line = match tokio::time::timeout(wait, lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
@@ -444,6 +463,7 @@ impl PhaseRun<'_> {
             name: name.to_string(),
             target_rate_per_s: rate,
             duration_s: duration_s as f64,
+            warmup_s: self.options.warmup_s as f64,
             client_cpu_cores: client.client_cpu_s / wall_s,
             flushes: flushes_total,
             flushes_per_settlement: flushes_total / settled,
@@ -577,7 +597,14 @@ pub async fn run_bench(options: &BenchOptions) -> Result<BenchReport, BenchError
                 PhaseKind::CrossOneLowRate => (options.low_rate_per_s, options.low_duration_s.max(1)),
                 _ => (options.rate_per_s, options.duration_s),
             };
-            progress(options, &format!("phase {}: {rate}/s for {duration} s", kind.name()));
+            let warmup = match options.warmup_s {
+                0 => String::new(),
+                s => format!(" after {s} s of warm-up"),
+            };
+            progress(
+                options,
+                &format!("phase {}: {rate}/s for {duration} s{warmup}", kind.name()),
+            );
             let phase = runner.run(*kind, patients, rate, duration).await?;
             progress(
                 options,

@@ -59,7 +59,14 @@ pub struct ClientSpec {
     /// Random settlement ids (see `settlement_id`).
     #[serde(default)]
     pub random_ids: bool,
+    /// Load sent at the same rate before the measured `duration_ms`, and not measured: the
+    /// client prints `{"warm":true}` when it ends, so the driver samples from there.
+    #[serde(default)]
+    pub warmup_ms: u64,
 }
+
+/// The line the client prints when its warm-up ends (only when it has one).
+pub const WARM_LINE: &str = "{\"warm\":true}";
 
 /// The id of the `index`-th settlement of a run. By default a fixed-width serial number, as a
 /// hospital's system numbers its bills, so ids arrive in key order and the node's trees keyed
@@ -180,7 +187,8 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
     if !(spec.rate_per_s > 0.0 && spec.rate_per_s.is_finite()) {
         return Err(BenchError::Invalid("rate must be positive".into()));
     }
-    let planned = (spec.rate_per_s * spec.duration_ms as f64 / 1_000.0).ceil();
+    let warmup_s = spec.warmup_ms as f64 / 1_000.0;
+    let planned = (spec.rate_per_s * spec.duration_ms.saturating_add(spec.warmup_ms) as f64 / 1_000.0).ceil();
     let scheduled_total = if planned >= SCHEDULED_MAX as f64 {
         SCHEDULED_MAX
     } else {
@@ -192,14 +200,22 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
     // Ids draw from their own stream, so `--random-ids` does not change the schedule.
     let mut id_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x1d5_1d5);
     let interval_s = 1.0 / spec.rate_per_s;
-    let cpu_before = crate::sys::proc_sample(std::process::id())
-        .map(|s| s.cpu_s)
-        .unwrap_or(0.0);
+    let cpu_now = || {
+        crate::sys::proc_sample(std::process::id())
+            .map(|s| s.cpu_s)
+            .unwrap_or(0.0)
+    };
+    let mut cpu_before = cpu_now();
     let started = Instant::now();
+    // Where the measured part begins: requests scheduled before it are sent all the same
+    // (the load is continuous) but their outcomes are not counted.
+    let measured_from = started + Duration::from_millis(spec.warmup_ms);
+    let mut warm = spec.warmup_ms == 0;
     let mut offset_s = 0.0f64;
     let mut lag_max = Duration::ZERO;
-    let send_until = started + Duration::from_millis(spec.duration_ms);
+    let send_until = measured_from + Duration::from_millis(spec.duration_ms);
     let mut sent = 0u64;
+    let mut scheduled_warm = 0u64;
     let patients = Arc::new(prepared.patients);
     let conns = Arc::new(prepared.conns);
     for index in 0..scheduled_total {
@@ -213,14 +229,27 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
         offset_s += gap;
         let scheduled = started + Duration::from_secs_f64(offset_s);
         tokio::time::sleep_until(scheduled.into()).await;
+        let measured = offset_s >= warmup_s;
+        if measured && !warm {
+            warm = true;
+            cpu_before = cpu_now();
+            let mut stdout = tokio::io::stdout();
+            stdout.write_all(format!("{WARM_LINE}\n").as_bytes()).await?;
+            stdout.flush().await?;
+        }
+        if !measured {
+            scheduled_warm = scheduled_warm.saturating_add(1);
+        }
         // Open loop with a bounded run: past the planned end, nothing more is sent.
         let waited = tokio::time::timeout_at(send_until.into(), Arc::clone(&in_flight).acquire_owned()).await;
         let permit = match waited {
             Ok(permit) => permit.map_err(|e| BenchError::step("in-flight limit", e))?,
             Err(_) => break,
         };
-        sent = sent.saturating_add(1);
-        lag_max = lag_max.max(Instant::now().saturating_duration_since(scheduled));
+        if measured {
+            sent = sent.saturating_add(1);
+            lag_max = lag_max.max(Instant::now().saturating_duration_since(scheduled));
+        }
         let patient_count = patients.len().max(1);
         let pick = usize::try_from(index).unwrap_or(0) % patient_count;
         let Some(&(person, province, node_index)) = patients.get(pick) else {
@@ -241,7 +270,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
         )?;
         let sender = sender.clone();
         let self_pay_fen = spec.self_pay_fen;
-        let second = offset_s as u32;
+        let second = (offset_s - warmup_s).max(0.0) as u32;
         tokio::spawn(async move {
             let outcome = match conn.call(ClientRequest::Settle(request)).await {
                 Ok(ClientReply::Settled(receipt)) => {
@@ -266,13 +295,18 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
             let micros =
                 u64::try_from(Instant::now().saturating_duration_since(scheduled).as_micros()).unwrap_or(u64::MAX);
             drop(permit);
-            let _receiver_gone = sender.send((second, micros, outcome));
+            if measured {
+                let _receiver_gone = sender.send((second, micros, outcome));
+            }
         });
     }
     drop(sender);
+    // The loop stops early only once the measured part is over (the in-flight limit stayed
+    // full past its end): what it did not reach counts as scheduled and not sent.
+    let scheduled_measured = scheduled_total.saturating_sub(scheduled_warm);
     let mut report = ClientReport {
-        scheduled: scheduled_total,
-        not_sent: scheduled_total.saturating_sub(sent),
+        scheduled: scheduled_measured,
+        not_sent: scheduled_measured.saturating_sub(sent),
         ..ClientReport::default()
     };
     let mut latencies = Vec::with_capacity(usize::try_from(scheduled_total).unwrap_or(0));
@@ -298,7 +332,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = Instant::now().saturating_duration_since(measured_from).as_secs_f64();
     report.elapsed_s = elapsed;
     report.settled_per_s = if elapsed > 0.0 {
         report.settled as f64 / elapsed
@@ -310,10 +344,7 @@ async fn drive(spec: &ClientSpec, prepared: Prepared) -> Result<ClientReport, Be
     report.latency = summarize(latencies);
     report.latency_by_second = by_second(&timed);
     report.schedule_lag_max_ms = lag_max.as_secs_f64() * 1_000.0;
-    let cpu_after = crate::sys::proc_sample(std::process::id())
-        .map(|s| s.cpu_s)
-        .unwrap_or(0.0);
-    report.client_cpu_s = cpu_after - cpu_before;
+    report.client_cpu_s = cpu_now() - cpu_before;
     Ok(report)
 }
 

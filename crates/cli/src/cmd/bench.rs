@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Random settlement ids (UUID-like) instead of a hospital's fixed-width serial numbers.
     #[arg(long)]
     random_ids: bool,
+    /// Seconds of load at each phase's rate before its measured --duration (connections,
+    /// caches and trees warm); nothing of the warm-up is in any figure.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
     /// Self-pay part of each settlement, fen.
     #[arg(long, default_value_t = 100)]
     self_pay_fen: u64,
@@ -132,6 +136,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         self_pay_fen: args.self_pay_fen,
         poisson: args.poisson,
         random_ids: args.random_ids,
+        warmup_s: args.warmup,
         seed: args.seed,
         phases,
         transport_s: args.transport_seconds,
@@ -233,6 +238,12 @@ fn print_report(report: &BenchReport) {
                 phase.client.first_error.clone().unwrap_or_default()
             );
         }
+    }
+    if let Some(phase) = report.phases.iter().find(|phase| phase.warmup_s > 0.0) {
+        println!(
+            "    each phase measured after {:.0} s of warm-up at its rate (in none of the figures)",
+            phase.warmup_s
+        );
     }
     println!("\nPeak RSS of a node: {:.0} MiB", report.peak_rss_mib);
     if let Some(t) = &report.transport {
