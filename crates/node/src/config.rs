@@ -89,9 +89,10 @@ pub struct Tuning {
     pub peer_requests_per_s: u64,
     /// Requests one peer province's node may send at once after a quiet spell.
     pub peer_burst: u64,
-    /// Threads of the node's async runtime; 0 (the default): one per CPU core. Fewer than the
-    /// cores when several nodes share a machine (the demo, the benchmark) saves the threads
-    /// waking each other to steal work.
+    /// Threads of the node's async runtime; 0 (the default): one per CPU core; 1: a
+    /// current-thread runtime on the node's main thread. Fewer than the cores when several
+    /// nodes share a machine (the demo, the benchmark) saves the threads waking each other to
+    /// steal work.
     pub worker_threads: usize,
 }
 
