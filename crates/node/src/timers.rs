@@ -83,14 +83,6 @@ impl TimerQueue {
         self.ticks_requested_mono_ms.insert(at);
         Some(at)
     }
-
-    pub fn len(&self) -> usize {
-        self.due.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.due.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -112,9 +104,9 @@ mod tests {
         queue.arm(20, kind(2));
         assert_eq!(queue.take_due(9), Vec::new());
         assert_eq!(queue.take_due(20), vec![kind(1), kind(2)]);
-        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.due.len(), 1);
         assert_eq!(queue.take_due(100), vec![kind(3)]);
-        assert!(queue.is_empty() && queue.slots.is_empty());
+        assert!(queue.due.is_empty() && queue.slots.is_empty());
     }
 
     #[test]

@@ -1043,16 +1043,23 @@ impl<'a> World<'a> {
     // ----- nodes -----
 
     fn handle(&mut self, node: usize, input: Input) {
+        if let Some(effects) = self.run_core(node, input) {
+            self.process(node, effects);
+        }
+    }
+
+    /// Runs `input` through the node's core: its effects, or `None` when the node is down or
+    /// the handler failed (reported as `handler_error`).
+    fn run_core(&mut self, node: usize, input: Input) -> Option<exchange_core::Effects> {
         let now = self.nodes[node].clock.now(self.time);
         let n = &mut self.nodes[node];
-        let Some(core) = n.core.as_mut() else {
-            return;
-        };
+        let core = n.core.as_mut()?;
         match core.handle(&n.ledger, input, now) {
-            Ok(effects) => self.process(node, effects),
+            Ok(effects) => Some(effects),
             Err(error) => {
                 let province = n.province;
                 self.violate("handler_error", format!("node {province}: {error}"));
+                None
             }
         }
     }
@@ -1060,28 +1067,21 @@ impl<'a> World<'a> {
     /// A timer the core said it had made pointless (`Effects::cancels`) fires all the same:
     /// the node drops such timers, so firing one must change nothing and send nothing.
     fn handle_cancelled_timer(&mut self, node: usize, kind: TimerKind) {
-        let now = self.nodes[node].clock.now(self.time);
-        let n = &mut self.nodes[node];
-        let Some(core) = n.core.as_mut() else {
+        let Some(effects) = self.run_core(node, Input::Timer(kind.clone())) else {
             return;
         };
-        let province = n.province;
-        match core.handle(&n.ledger, Input::Timer(kind.clone()), now) {
-            Ok(effects) => {
-                if !(effects.writes.is_empty()
-                    && effects.sends.is_empty()
-                    && effects.replies.is_empty()
-                    && effects.timers.is_empty())
-                {
-                    self.violate(
-                        "cancelled_timer_acted",
-                        format!("node {province}: timer {kind:?}, cancelled, still acted: {effects:?}"),
-                    );
-                }
-                self.process(node, effects);
-            }
-            Err(error) => self.violate("handler_error", format!("node {province}: {error}")),
+        if !(effects.writes.is_empty()
+            && effects.sends.is_empty()
+            && effects.replies.is_empty()
+            && effects.timers.is_empty())
+        {
+            let province = self.nodes[node].province;
+            self.violate(
+                "cancelled_timer_acted",
+                format!("node {province}: timer {kind:?}, cancelled, still acted: {effects:?}"),
+            );
         }
+        self.process(node, effects);
     }
 
     fn process(&mut self, node: usize, effects: exchange_core::Effects) {
