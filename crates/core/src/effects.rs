@@ -108,6 +108,17 @@ impl Effects {
         self.cancels.push(kind);
     }
 
+    /// Adds the effects of a handler that ran after this one (over a view with this one's
+    /// writes laid over it, see `overlay.rs`), so a driver can carry both out as one: the
+    /// writes as one set, in order. A later handler's cancel hint covers the timers this one
+    /// armed too, so those are dropped here; timers the later one arms are kept.
+    pub fn then(&mut self, later: Effects) {
+        if !later.cancels.is_empty() {
+            self.timers.retain(|timer| !later.cancels.contains(&timer.kind));
+        }
+        self.extend(later);
+    }
+
     pub fn extend(&mut self, other: Effects) {
         self.writes.extend(other.writes);
         self.sends.extend(other.sends);
@@ -151,6 +162,40 @@ mod tests {
             amount_max: Money::from_fen(100).unwrap(),
             hold_timeout_ms: 1_000,
         })
+    }
+
+    #[test]
+    fn a_later_handlers_cancel_covers_timers_armed_earlier_in_the_batch() {
+        let hold = TimerKind::HoldDeadline(leg());
+        let other = TimerKind::BindWait(crate::ids::BindingId::new(province(), 1));
+        let mut first = Effects::default();
+        first.timer(10, hold.clone());
+        first.timer(20, other.clone());
+        first.writes.push(Write::BindingSerial(1));
+        let mut second = Effects::default();
+        second.cancel_timer(hold.clone());
+        second.writes.push(Write::BindingSerial(2));
+        let mut third = Effects::default();
+        third.timer(30, hold.clone());
+        first.then(second);
+        first.then(third);
+        // The first hold deadline is gone, the one armed after the cancel stays; the hint is
+        // kept for timers armed before the batch.
+        assert_eq!(
+            first.timers,
+            vec![
+                Timer {
+                    at_mono_ms: 20,
+                    kind: other
+                },
+                Timer {
+                    at_mono_ms: 30,
+                    kind: hold.clone()
+                }
+            ]
+        );
+        assert_eq!(first.cancels, vec![hold]);
+        assert_eq!(first.writes, vec![Write::BindingSerial(1), Write::BindingSerial(2)]);
     }
 
     #[test]

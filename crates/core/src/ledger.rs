@@ -6,7 +6,10 @@
 //! or replies leaves the node. Another handler may see the list applied in part while it is
 //! being applied, write by write in order, so a handler lists records before the indexes that
 //! point to them. Fence writes carry the value they expect to replace, so the driver applies them by
-//! compare-and-set and a lost race can never apply a balance change twice.
+//! compare-and-set and a lost race can never apply a balance change twice. A set applies as its
+//! writes in order (each compare-and-set against the value the writes before it leave), so the
+//! concatenation of several handlers' sets, each computed over the ones before (see
+//! `overlay.rs`), applies as they would one by one.
 
 use serde::{Deserialize, Serialize};
 

@@ -52,6 +52,7 @@ pub mod mem;
 pub mod message;
 pub mod node;
 pub mod outbox;
+pub mod overlay;
 pub mod participant;
 pub mod records;
 pub mod transfer;

@@ -154,6 +154,31 @@ impl NodeContext {
             .map_err(|_| NodeError::Unavailable("actor mailbox closed"))
     }
 
+    /// Hands a batch of inputs (one peer call's messages) to the actors that own them: each
+    /// actor gets its share as one message, in the batch's order, and handles it as one
+    /// write set (see `CoreMsg::Inputs`).
+    pub fn deliver_batch(&self, inputs: Vec<Input>) -> Result<(), NodeError> {
+        if let Some(failure) = self.failure() {
+            return Err(NodeError::Stopped(failure));
+        }
+        // Targets in order of first appearance; a batch names a handful of actors at most.
+        let mut shares: Vec<(Target, Vec<Input>)> = Vec::new();
+        for input in inputs {
+            let target = self.shards.route(&self.store, &input);
+            match shares.iter_mut().find(|(known, _)| *known == target) {
+                Some((_, share)) => share.push(input),
+                None => shares.push((target, vec![input])),
+            }
+        }
+        for (target, share) in shares {
+            let actor = self.actor(target).ok_or(NodeError::Unavailable("actor not running"))?;
+            actor
+                .cast(CoreMsg::Inputs(share))
+                .map_err(|_| NodeError::Unavailable("actor mailbox closed"))?;
+        }
+        Ok(())
+    }
+
     pub fn set_link(&self, province: Province, update: impl FnOnce(&mut LinkStatus)) {
         if let Ok(mut links) = self.links.lock() {
             update(links.entry(province).or_default());
@@ -217,16 +242,17 @@ impl NodeContext {
         }
     }
 
-    /// Applies a handler's writes and queues what it sends and replies until the writes are
+    /// Applies a handler's writes (or several handlers', see `CoreMsg::Inputs`: handler `i`'s
+    /// set ends at `set_ends[i]`) and queues what they send and reply until the writes are
     /// durable. Account invariants are checked before anything is applied. Timers are the
     /// calling actor's (see `timers.rs`).
-    pub async fn execute(&self, effects: Effects) -> Result<(), NodeError> {
+    pub async fn execute(&self, effects: Effects, set_ends: &[usize]) -> Result<(), NodeError> {
         for write in &effects.writes {
             if let Write::Account(account) = write {
                 account.check_invariant().map_err(NodeError::Invariant)?;
             }
         }
-        let applied = match self.store.apply(&effects.writes) {
+        let applied = match self.store.apply_in_sets(&effects.writes, set_ends) {
             Ok(applied) => applied,
             Err(error) => {
                 if error.is_storage_failure() {

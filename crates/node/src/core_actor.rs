@@ -3,8 +3,9 @@
 
 use exchange_core::effects::Effects;
 use exchange_core::node::{Input, NodeCore};
+use exchange_core::overlay::Overlay;
 use exchange_core::records::OutboxKey;
-use exchange_core::{LedgerView, LegId};
+use exchange_core::{LedgerView, LegId, Now};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::context::Context;
@@ -16,12 +17,22 @@ use crate::timers::TimerQueue;
 #[derive(Debug)]
 pub enum CoreMsg {
     Input(Input),
+    /// Inputs that arrived together (one peer call's messages for this actor), handled in
+    /// order and applied as few write sets as `BATCH_SET_WRITES_MAX` allows.
+    Inputs(Vec<Input>),
     /// Resume this shard's in-doubt work from the store (sent once after every start).
     Recover,
     /// The earliest of this shard's timers may be due: the tick requested for this time
     /// (monotonic ms; see `timers.rs`).
     Tick(u64),
 }
+
+/// Most writes a batch's handlers gather into one set before it is applied; the rest of the
+/// batch goes on in a next set. A handler's set is a few hundred bytes to a few KiB, so this
+/// keeps a set's redo record well under the store's `REDO_RECORD_BYTES_MAX` (and a set too
+/// large all the same is applied handler by handler, see `Store::apply_in_sets`), while a
+/// batch of prepares or commits still shares one redo record and one journal page per ~10.
+pub const BATCH_SET_WRITES_MAX: usize = 96;
 
 /// A shard of the node's core logic.
 #[derive(Debug)]
@@ -116,8 +127,9 @@ impl Actor for CoreActor {
                     .core
                     .handle(&state.ctx.store, input, now)
                     .map_err(NodeError::from)?;
-                state.execute(effects).await?;
+                state.execute(effects, &[]).await?;
             }
+            CoreMsg::Inputs(inputs) => state.handle_batch(inputs, now).await?,
             CoreMsg::Recover => {
                 let (live_holds, outbox) = state.recovery_work()?;
                 if !live_holds.is_empty() || !outbox.is_empty() {
@@ -127,7 +139,7 @@ impl Actor for CoreActor {
                     .core
                     .recover(&state.ctx.store, &live_holds, &outbox, now)
                     .map_err(NodeError::from)?;
-                state.execute(effects).await?;
+                state.execute(effects, &[]).await?;
             }
             CoreMsg::Tick(at_mono_ms) => {
                 state.timers.ticked(at_mono_ms);
@@ -136,7 +148,7 @@ impl Actor for CoreActor {
                         .core
                         .handle(&state.ctx.store, Input::Timer(kind), state.ctx.clock.now())
                         .map_err(NodeError::from)?;
-                    state.execute(effects).await?;
+                    state.execute(effects, &[]).await?;
                 }
             }
         }
@@ -148,14 +160,51 @@ impl Actor for CoreActor {
 }
 
 impl CoreState {
-    /// Runs a handler's effects: its writes, sends and replies through the context, then its
-    /// cancel hints and timers into this shard's queue (hints first: they cover timers armed
-    /// before the handler ran, not the ones it arms). Only once its writes are applied: a
-    /// hint is true of the state those writes leave.
-    async fn execute(&mut self, mut effects: Effects) -> Result<(), NodeError> {
+    /// Handles inputs that arrived together, each over the writes of the ones before it (an
+    /// overlay on the store), and runs their effects as one: one write set per
+    /// `BATCH_SET_WRITES_MAX` writes instead of one per input. If a handler fails, the
+    /// effects of those before it are still run, then the error is the actor's.
+    async fn handle_batch(&mut self, inputs: Vec<Input>, now: Now) -> Result<(), NodeError> {
+        let mut inputs = inputs.into_iter().peekable();
+        while inputs.peek().is_some() {
+            let mut combined = Effects::default();
+            let mut set_ends = Vec::new();
+            let mut failed = None;
+            {
+                let mut overlay = Overlay::new(&self.ctx.store);
+                for input in inputs.by_ref() {
+                    match self.core.handle(&overlay, input, now) {
+                        Ok(effects) => {
+                            overlay.record(&effects.writes);
+                            combined.then(effects);
+                            set_ends.push(combined.writes.len());
+                        }
+                        Err(error) => {
+                            failed = Some(NodeError::from(error));
+                            break;
+                        }
+                    }
+                    if combined.writes.len() >= BATCH_SET_WRITES_MAX {
+                        break;
+                    }
+                }
+            }
+            self.execute(combined, &set_ends).await?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a handler's effects (or a batch's, see `handle_batch`): writes, sends and replies
+    /// through the context, then cancel hints and timers into this shard's queue (hints
+    /// first: they cover timers armed before the handler ran, not the ones it arms). Only
+    /// once the writes are applied: a hint is true of the state those writes leave.
+    async fn execute(&mut self, mut effects: Effects, set_ends: &[usize]) -> Result<(), NodeError> {
         let cancels = std::mem::take(&mut effects.cancels);
         let timers = std::mem::take(&mut effects.timers);
-        self.ctx.execute(effects).await?;
+        self.ctx.execute(effects, set_ends).await?;
         for kind in cancels {
             self.timers.cancel(&kind);
         }

@@ -69,13 +69,15 @@ impl Exchange for ExchangeService {
         };
         let messages = exchange_proto::peer_batch_from_wire(request.into_inner()).map_err(convert_error)?;
         let accepted = u32::try_from(messages.len()).unwrap_or(u32::MAX);
-        for message in messages {
-            // What a peer may ask is checked by the core against `from` (the certificate's
-            // province), e.g. a prepare must name `from` as the leg's coordinator.
-            self.ctx
-                .deliver(Input::Peer { from, message })
-                .map_err(|error| Status::unavailable(error.to_string()))?;
-        }
+        // What a peer may ask is checked by the core against `from` (the certificate's
+        // province), e.g. a prepare must name `from` as the leg's coordinator.
+        let inputs = messages
+            .into_iter()
+            .map(|message| Input::Peer { from, message })
+            .collect();
+        self.ctx
+            .deliver_batch(inputs)
+            .map_err(|error| Status::unavailable(error.to_string()))?;
         Ok(Response::new(pb::DeliverReply { accepted }))
     }
 

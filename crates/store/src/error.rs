@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A key, value, name or write set exceeds its `*_MAX` limit.
     #[error("{what} is {len} long; at most {max} allowed")]
     TooLarge { what: &'static str, len: usize, max: usize },
+    /// A caller's request does not make sense (e.g. write-set bounds outside the writes).
+    #[error("invalid request to the store: {0}")]
+    Invalid(String),
     /// A meta counter name is empty.
     #[error("meta counter name is empty")]
     EmptyName,

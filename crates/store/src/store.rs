@@ -256,6 +256,7 @@ struct FenceCheck<'a> {
     leg: &'a LegId,
     key: Vec<u8>,
     expected: Option<&'a Fence>,
+    new: &'a Fence,
 }
 
 /// Makes the store's failure sticky if dropped armed: a write set whose changes are only
@@ -345,6 +346,7 @@ fn encode_writes(writes: &[Write]) -> Result<(Vec<FenceCheck<'_>>, Vec<Op>), Sto
                     leg,
                     key: key.clone(),
                     expected: expected.as_ref(),
+                    new,
                 });
                 Op::Put {
                     tree: TreeName::Fences,
@@ -397,9 +399,11 @@ fn encode_writes(writes: &[Write]) -> Result<(Vec<FenceCheck<'_>>, Vec<Op>), Sto
     Ok((checks, ops))
 }
 
-/// Checks every fence against the state before the set (as `MemLedger` does) and resolves
-/// the set into whole-value puts and removes, giving journal entries the sequence numbers
-/// from `first_journal_seq` on. Called under the writer lock, so nothing changes meanwhile.
+/// Checks every fence against the value the writes before it leave (as `MemLedger` does: a
+/// set applies as its writes in order, so a driver may apply several handlers' sets as one)
+/// and resolves the set into whole-value puts and removes, giving journal entries the
+/// sequence numbers from `first_journal_seq` on. Called under the writer lock, so nothing
+/// changes meanwhile.
 fn resolve(
     trees: &[sled::Tree],
     checks: &[FenceCheck<'_>],
@@ -407,14 +411,20 @@ fn resolve(
     first_journal_seq: u64,
 ) -> Result<(Vec<RedoOp>, Vec<u64>), StoreError> {
     let fences = &trees[TreeName::Fences.index()];
+    // Fences this set wrote so far, by key.
+    let mut written: HashMap<&[u8], &Fence> = HashMap::new();
     for check in checks {
-        let found = match fences.get(check.key.as_slice())? {
-            Some(bytes) => Some(decode::<Fence>(TreeName::Fences.name(), &bytes)?),
-            None => None,
+        let found = match written.get(check.key.as_slice()) {
+            Some(fence) => Some((*fence).clone()),
+            None => match fences.get(check.key.as_slice())? {
+                Some(bytes) => Some(decode::<Fence>(TreeName::Fences.name(), &bytes)?),
+                None => None,
+            },
         };
         if found.as_ref() != check.expected {
             return Err(StoreError::FenceConflict { leg: check.leg.clone() });
         }
+        written.insert(check.key.as_slice(), check.new);
     }
     let tree = |name: TreeName| name as u8;
     // Accounts this set writes (before or after its journal entries): they are this node's.
@@ -795,6 +805,39 @@ impl Store {
         }
         shared.durability.note_applied(ticket);
         Ok(Applied { ticket, journal_seqs })
+    }
+
+    /// Applies several handlers' write sets, concatenated in `writes` (set `i` ends at
+    /// `set_ends[i]`), as one set: one redo record, one journal page run, each record written
+    /// once for all of them. Each set must have been computed over the ones before it (see the
+    /// core's `overlay.rs`); the result is the state of applying them one by one. A whole too
+    /// large for one set is applied set by set instead (the returned ticket is the last one's).
+    pub fn apply_in_sets(&self, writes: &[Write], set_ends: &[usize]) -> Result<Applied, StoreError> {
+        let in_order = set_ends.windows(2).all(|pair| pair.first() <= pair.last());
+        if !in_order || set_ends.last().is_some_and(|last| *last != writes.len()) {
+            return Err(StoreError::Invalid(format!(
+                "set ends {set_ends:?} do not split {} writes",
+                writes.len()
+            )));
+        }
+        match self.apply(writes) {
+            Err(StoreError::TooLarge { .. }) if set_ends.len() > 1 => {
+                let mut start = 0;
+                let mut applied = Applied {
+                    ticket: self.applied_ticket(),
+                    journal_seqs: Vec::new(),
+                };
+                for &end in set_ends {
+                    let set = writes.get(start..end).unwrap_or_default();
+                    let one = self.apply(set)?;
+                    applied.ticket = one.ticket;
+                    applied.journal_seqs.extend(one.journal_seqs);
+                    start = end;
+                }
+                Ok(applied)
+            }
+            other => other,
+        }
     }
 
     /// Waits until the apply with `ticket` (and all before it) is on disk. Many waiters share
@@ -1383,6 +1426,25 @@ mod tests {
             .unwrap();
         assert_eq!(decode_audit_page(&page).unwrap().len(), 1);
         assert!(store.verify_audit().unwrap().ok());
+    }
+
+    #[test]
+    fn sets_too_many_for_one_apply_one_by_one_and_bad_bounds_change_nothing() {
+        let (_dir, store) = open_temp();
+        let half = WRITE_SET_LEN_MAX / 2 + 1;
+        let writes: Vec<Write> = (1..=3 * half as u64).map(Write::BindingSerial).collect();
+        let before = store.applied_ticket();
+        let wrong = store.apply_in_sets(&writes, &[half, 2 * half]).unwrap_err();
+        assert!(matches!(wrong, StoreError::Invalid(_)), "{wrong}");
+        let unordered = store.apply_in_sets(&writes, &[2 * half, half, 3 * half]).unwrap_err();
+        assert!(matches!(unordered, StoreError::Invalid(_)), "{unordered}");
+        assert_eq!(store.applied_ticket(), before, "a refused call wrote nothing");
+        let applied = store.apply_in_sets(&writes, &[half, 2 * half, 3 * half]).unwrap();
+        assert_eq!(applied.ticket, before + 3, "three sets, one after the other");
+        assert_eq!(lock_writer(store.shared()).binding_serial_written, 3 * half as u64);
+        // One set alone stays refused: nothing to split it by.
+        let alone = store.apply_in_sets(&writes, &[writes.len()]).unwrap_err();
+        assert!(matches!(alone, StoreError::TooLarge { .. }), "{alone}");
     }
 
     /// sled cannot be made to fail a flush on demand, so the failure is injected where a real
