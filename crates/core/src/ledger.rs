@@ -103,6 +103,26 @@ pub enum ApplyError {
     },
 }
 
+/// Checks a set's fence compare-and-sets in order, each against the value the writes before
+/// it in the set leave, else against `stored` (the ledger's value before the set).
+pub fn check_fences<'a>(writes: &'a [Write], stored: impl Fn(&LegId) -> Option<&'a Fence>) -> Result<(), ApplyError> {
+    let mut written: std::collections::BTreeMap<&LegId, &Fence> = std::collections::BTreeMap::new();
+    for write in writes {
+        if let Write::Fence { leg, expected, new } = write {
+            let found = written.get(leg).copied().or_else(|| stored(leg));
+            if found != expected.as_ref() {
+                return Err(ApplyError::FenceConflict {
+                    leg: leg.to_string(),
+                    expected: format!("{expected:?}"),
+                    found: format!("{found:?}"),
+                });
+            }
+            written.insert(leg, new);
+        }
+    }
+    Ok(())
+}
+
 /// How an index write applies: the stored ids, then the written ones not among them. Indexes
 /// only grow (a binding, even revoked, stays listed), so this is every ledger's rule.
 pub fn index_union(stored: Option<&[BindingId]>, written: &[BindingId]) -> Vec<BindingId> {

@@ -38,21 +38,7 @@ pub struct Tables {
 impl Tables {
     /// Each fence compare-and-set against the value the writes before it leave.
     fn check(&self, writes: &[Write]) -> Result<(), ApplyError> {
-        let mut written: BTreeMap<&LegId, &Fence> = BTreeMap::new();
-        for write in writes {
-            if let Write::Fence { leg, expected, new } = write {
-                let found = written.get(leg).copied().or_else(|| self.fences.get(leg));
-                written.insert(leg, new);
-                if found != expected.as_ref() {
-                    return Err(ApplyError::FenceConflict {
-                        leg: leg.to_string(),
-                        expected: format!("{expected:?}"),
-                        found: format!("{found:?}"),
-                    });
-                }
-            }
-        }
-        Ok(())
+        crate::ledger::check_fences(writes, |leg| self.fences.get(leg))
     }
 
     fn apply_unchecked(&mut self, writes: &[Write]) {

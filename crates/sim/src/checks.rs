@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use exchange_core::ledger::LedgerView;
+use exchange_core::overlay::Overlay;
 use exchange_core::records::{Fence, JournalKind};
 use exchange_core::time::YearMonth;
 use exchange_core::{BindingId, BindingStatus, LegId, LegScope, Money, PersonId, Province, SettlementId, Write};
@@ -130,18 +132,35 @@ impl Checker {
         let mut touched: Vec<(PersonId, Money)> = Vec::new();
         {
             let tables = node.ledger.tables();
+            // A set may be several handlers' (a batch of peer messages, see `handle_batch`):
+            // each write is checked against the state the writes before it leave.
+            let mut before = Overlay::new(&node.ledger);
+            let mut debited_here: BTreeSet<&LegId> = BTreeSet::new();
+            let mut credited_here: BTreeSet<&LegId> = BTreeSet::new();
             for write in writes {
                 match write {
-                    Write::Account(account) if !touched.iter().any(|(p, _)| *p == account.person) => {
-                        let old = tables.accounts.get(&account.person).map_or(Money::ZERO, |a| a.balance);
-                        touched.push((account.person, old));
+                    Write::Account(account) => {
+                        if !touched.iter().any(|(p, _)| *p == account.person) {
+                            let old = tables.accounts.get(&account.person).map_or(Money::ZERO, |a| a.balance);
+                            touched.push((account.person, old));
+                        }
+                        if account.held > account.balance {
+                            return Err((
+                                "no_negative_available",
+                                format!(
+                                    "node {province}: account {} written holding {} with a balance of {}",
+                                    account.person, account.held, account.balance
+                                ),
+                            ));
+                        }
                     }
                     Write::Fence {
                         leg,
                         new: Fence::Prepared(hold),
                         ..
                     } => {
-                        if let Some(binding) = hold.binding.and_then(|b| tables.bindings.get(&b))
+                        let binding = hold.binding.and_then(|b| before.binding(&b).ok().flatten());
+                        if let Some(binding) = binding
                             && let BindingStatus::Revoked { at_wall_ms } = binding.status
                         {
                             return Err((
@@ -152,7 +171,7 @@ impl Checker {
                                 ),
                             ));
                         }
-                        if tables.accounts.get(&hold.account).is_some_and(|a| a.frozen) {
+                        if before.account(&hold.account).ok().flatten().is_some_and(|a| a.frozen) {
                             return Err((
                                 "authority_freeze",
                                 format!(
@@ -163,9 +182,11 @@ impl Checker {
                         }
                     }
                     Write::Journal(entry) => {
-                        let seen = match entry.kind {
-                            JournalKind::Debit => entry.leg.as_ref().is_some_and(|l| books.debited.contains(l)),
-                            JournalKind::RefundCredit => entry.leg.as_ref().is_some_and(|l| books.credited.contains(l)),
+                        let seen = match (&entry.kind, &entry.leg) {
+                            (JournalKind::Debit, Some(leg)) => books.debited.contains(leg) || !debited_here.insert(leg),
+                            (JournalKind::RefundCredit, Some(leg)) => {
+                                books.credited.contains(leg) || !credited_here.insert(leg)
+                            }
                             _ => false,
                         };
                         if seen {
@@ -181,6 +202,7 @@ impl Checker {
                     }
                     _ => {}
                 }
+                before.record(std::slice::from_ref(write));
             }
         }
         node.ledger

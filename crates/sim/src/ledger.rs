@@ -89,18 +89,7 @@ impl SimLedger {
 
     /// Applies a write set atomically: all fence compare-and-sets hold, or nothing changes.
     pub fn apply(&mut self, writes: &[Write]) -> Result<(), ApplyError> {
-        for write in writes {
-            if let Write::Fence { leg, expected, .. } = write {
-                let found = self.current.fences.get(leg);
-                if found != expected.as_ref() {
-                    return Err(ApplyError::FenceConflict {
-                        leg: leg.to_string(),
-                        expected: format!("{expected:?}"),
-                        found: format!("{found:?}"),
-                    });
-                }
-            }
-        }
+        exchange_core::ledger::check_fences(writes, |leg| self.current.fences.get(leg))?;
         #[cfg(debug_assertions)]
         if let Some(shadow) = self.shadow.as_mut() {
             let agrees = shadow.apply(writes).is_ok();

@@ -109,6 +109,8 @@ pub struct Summary {
     pub settlements_cash_only: u64,
     pub refunds_committed: u64,
     pub holds_resolved: u64,
+    /// Peer deliveries handled as one batch of several messages (see `SeedReport`).
+    pub peer_batches: u64,
     pub faults_injected: BTreeMap<String, u64>,
     pub longest_in_doubt_hold_ms: u64,
     pub client_errors: BTreeMap<String, u64>,
@@ -133,6 +135,7 @@ impl Summary {
         self.settlements_cash_only = self.settlements_cash_only.saturating_add(report.settlements_cash_only);
         self.refunds_committed = self.refunds_committed.saturating_add(report.refunds_committed);
         self.holds_resolved = self.holds_resolved.saturating_add(report.holds_resolved);
+        self.peer_batches = self.peer_batches.saturating_add(report.peer_batches);
         for (kind, count) in &report.faults_injected {
             let total = self.faults_injected.entry(kind.clone()).or_default();
             *total = total.saturating_add(*count);

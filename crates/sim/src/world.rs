@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use exchange_core::binding::{BindRequest, DocumentKind};
 use exchange_core::config::Safeguards;
+use exchange_core::overlay::Overlay;
 use exchange_core::records::{Receipt, RefundReceipt, RefundRequest, SettleRequest};
 use exchange_core::{
     BindingId, BindingKind, ClientReply, ClientRequest, CreditId, Evidence, Input, Limits, Money, NodeCore, Note,
@@ -77,6 +78,9 @@ pub struct SeedReport {
     pub settlements_cash_only: u64,
     pub refunds_committed: u64,
     pub holds_resolved: u64,
+    /// Peer deliveries handled together as one batch (several messages from one node to
+    /// another at one instant, as a node handles one peer call's messages).
+    pub peer_batches: u64,
     pub faults_injected: BTreeMap<String, u64>,
     pub longest_in_doubt_hold_ms: u64,
     pub client_errors: BTreeMap<String, u64>,
@@ -891,8 +895,23 @@ impl<'a> World<'a> {
                     return;
                 }
                 self.hash.text(message.kind());
-                let from = self.nodes[from].province;
-                self.handle(to, Input::Peer { from, message });
+                let sender = self.nodes[from].province;
+                let first = Input::Peer { from: sender, message };
+                // As a node handles one peer call's messages: what else `from` delivers to
+                // `to` at this same instant is handled with it, as one batch.
+                let more = if loopback.is_none() {
+                    self.take_same_instant_deliveries(to, from)
+                } else {
+                    Vec::new()
+                };
+                if more.is_empty() {
+                    self.handle(to, first);
+                } else {
+                    let inputs = std::iter::once(first)
+                        .chain(more.into_iter().map(|message| Input::Peer { from: sender, message }))
+                        .collect();
+                    self.handle_batch(to, inputs);
+                }
             }
             Event::Client {
                 node,
@@ -1045,6 +1064,72 @@ impl<'a> World<'a> {
     fn handle(&mut self, node: usize, input: Input) {
         if let Some(effects) = self.run_core(node, input) {
             self.process(node, effects);
+        }
+    }
+
+    /// Takes from the queue the other messages `from` delivers to `to` at this instant (the
+    /// caller has checked that `to` is up and not cut off from `from`); every other event
+    /// stays, in its order. Each one taken counts as an event, as it would have.
+    fn take_same_instant_deliveries(&mut self, to: usize, from: usize) -> Vec<PeerMessage> {
+        let mut taken = Vec::new();
+        let mut kept = Vec::new();
+        while self.queue.peek().is_some_and(|next| next.at <= self.time) {
+            let Some(next) = self.queue.pop() else {
+                break;
+            };
+            match *next.event {
+                Event::Deliver {
+                    to: there,
+                    from: sender,
+                    message,
+                    loopback: None,
+                } if there == to && sender == from => {
+                    self.events = self.events.saturating_add(1);
+                    self.hash.text(message.kind());
+                    taken.push(message);
+                }
+                event => kept.push(Scheduled {
+                    at: next.at,
+                    seq: next.seq,
+                    event: Box::new(event),
+                }),
+            }
+        }
+        self.queue.extend(kept);
+        taken
+    }
+
+    /// Handles `inputs` as a node handles a batch (its `CoreMsg::Inputs`): each over the
+    /// writes of the ones before it (an overlay), their effects carried out as one, the
+    /// writes as one set.
+    fn handle_batch(&mut self, node: usize, inputs: Vec<Input>) {
+        let now = self.nodes[node].clock.now(self.time);
+        let n = &mut self.nodes[node];
+        let Some(core) = n.core.as_mut() else {
+            return;
+        };
+        let mut combined = exchange_core::Effects::default();
+        let mut failed = None;
+        {
+            let mut overlay = Overlay::new(&n.ledger);
+            for input in inputs {
+                match core.handle(&overlay, input, now) {
+                    Ok(effects) => {
+                        overlay.record(&effects.writes);
+                        combined.then(effects);
+                    }
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
+        let province = n.province;
+        self.report.peer_batches = self.report.peer_batches.saturating_add(1);
+        self.process(node, combined);
+        if let Some(error) = failed {
+            self.violate("handler_error", format!("node {province}: {error}"));
         }
     }
 

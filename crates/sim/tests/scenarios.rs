@@ -19,6 +19,7 @@ fn every_scenario_keeps_every_invariant() {
     let soak = std::env::var("SIM_SEEDS").is_ok();
     let seeds: Vec<u64> = (1..=common::seed_count(2)).collect();
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut peer_batches = 0;
     for file in files {
         let mut scenario = Scenario::load(&file).expect("scenario loads");
         if !soak {
@@ -32,6 +33,7 @@ fn every_scenario_keeps_every_invariant() {
             summary.violations
         );
         assert!(summary.settlements_committed > 0, "{}: nothing settled", file.display());
+        peer_batches += summary.peer_batches;
         // A scenario that silently injects none of a fault it configures tests nothing.
         let configured = scenario.configured_fault_kinds();
         for kind in &configured {
@@ -51,6 +53,8 @@ fn every_scenario_keeps_every_invariant() {
             );
         }
     }
+    // Nodes handle one peer call's messages as one batch; the simulator must go that way too.
+    assert!(peer_batches > 0, "no scenario delivered a batch of peer messages");
 }
 
 #[test]

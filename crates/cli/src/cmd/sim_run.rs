@@ -181,6 +181,7 @@ fn print_table(summary: &Summary, file: &str) {
     row("  cash only", summary.settlements_cash_only.to_string());
     row("refunds committed", summary.refunds_committed.to_string());
     row("holds resolved", summary.holds_resolved.to_string());
+    row("peer batches", summary.peer_batches.to_string());
     row(
         "longest in-doubt hold",
         format!("{} ms", summary.longest_in_doubt_hold_ms),
