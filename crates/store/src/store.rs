@@ -595,6 +595,26 @@ fn resolve(
             value: Some(account_value::encode(&account, &tail)?),
         });
     }
+    // An account written more than once (several handlers' sets applied as one, see
+    // `Store::apply_in_sets`) is written once, with its last value: each put carries the
+    // whole value and the journal tail as the set leaves it, so the earlier puts add nothing
+    // and no index points to an account. Other records keep every put, in order (a reader
+    // may meet a set applied in part, and a record must be there before an index naming it).
+    let mut last_put: HashMap<&[u8], usize> = HashMap::new();
+    for (at, op) in resolved.iter().enumerate() {
+        if op.tree == tree(TreeName::Accounts) {
+            last_put.insert(op.key.as_slice(), at);
+        }
+    }
+    if last_put.len() < resolved.iter().filter(|op| op.tree == tree(TreeName::Accounts)).count() {
+        let keep: Vec<bool> = resolved
+            .iter()
+            .enumerate()
+            .map(|(at, op)| op.tree != tree(TreeName::Accounts) || last_put.get(op.key.as_slice()) == Some(&at))
+            .collect();
+        let mut keep = keep.into_iter();
+        resolved.retain(|_| keep.next().unwrap_or(true));
+    }
     Ok((resolved, journal_seqs))
 }
 
