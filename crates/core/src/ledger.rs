@@ -66,7 +66,8 @@ pub enum Write {
         person: PersonId,
         bindings: Vec<BindingId>,
     },
-    /// Compare-and-set: applies only if the stored fence equals `expected`.
+    /// Compare-and-set: applies only if the leg's fence equals `expected` (the stored one, or
+    /// the one an earlier write of the same set left; see `check_fences`).
     Fence {
         leg: LegId,
         expected: Option<Fence>,

@@ -6,7 +6,8 @@
 //! journal page, the same hot account written again). Handled over an overlay, each handler
 //! reads what the ones before it wrote, exactly as if their sets had been applied, and the
 //! driver applies the concatenation once. That is the same state as applying the sets one by
-//! one in order, and atomic as a whole, which is stronger than each set on its own.
+//! one in order; applied as one set it is atomic as a whole (the node cuts a long batch into
+//! sets of `BATCH_SET_WRITES_MAX` writes, each still all or nothing).
 
 use std::collections::BTreeMap;
 

@@ -256,8 +256,9 @@ impl NodeContext {
             Ok(applied) => applied,
             Err(error) => {
                 if error.is_storage_failure() {
-                    // Nothing of this handler reached the disk and nothing more will: stop
-                    // acknowledging, and answer its waiting clients now (UNAVAILABLE with the
+                    // Nothing of these writes will reach the disk (a set applied in part is
+                    // never flushed: the store refuses every flush from now on): stop
+                    // acknowledging, and answer the waiting clients now (UNAVAILABLE with the
                     // reason) rather than let them run into their deadline. The actor is not
                     // failed: restarting it from a store that refuses every write would only
                     // loop; the node takes no more input and only a restart recovers it.
@@ -267,6 +268,10 @@ impl NodeContext {
                     }
                     return Ok(());
                 }
+                // The actor fails and restarts from the store. A batch applied set by set
+                // (`Store::apply_in_sets`) may have applied its first sets: their sends and
+                // replies are dropped here, which recovery covers (the outbox is resent, a
+                // participant asks about its holds, a hospital retries with the same id).
                 return Err(error.into());
             }
         };

@@ -5,7 +5,7 @@ use exchange_core::effects::Effects;
 use exchange_core::node::{Input, NodeCore};
 use exchange_core::overlay::Overlay;
 use exchange_core::records::OutboxKey;
-use exchange_core::{LedgerView, LegId, Now};
+use exchange_core::{LedgerView, LegId};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::context::Context;
@@ -129,7 +129,7 @@ impl Actor for CoreActor {
                     .map_err(NodeError::from)?;
                 state.execute(effects, &[]).await?;
             }
-            CoreMsg::Inputs(inputs) => state.handle_batch(inputs, now).await?,
+            CoreMsg::Inputs(inputs) => state.handle_batch(inputs).await?,
             CoreMsg::Recover => {
                 let (live_holds, outbox) = state.recovery_work()?;
                 if !live_holds.is_empty() || !outbox.is_empty() {
@@ -164,9 +164,11 @@ impl CoreState {
     /// overlay on the store), and runs their effects as one: one write set per
     /// `BATCH_SET_WRITES_MAX` writes instead of one per input. If a handler fails, the
     /// effects of those before it are still run, then the error is the actor's.
-    async fn handle_batch(&mut self, inputs: Vec<Input>, now: Now) -> Result<(), NodeError> {
+    async fn handle_batch(&mut self, inputs: Vec<Input>) -> Result<(), NodeError> {
         let mut inputs = inputs.into_iter().peekable();
         while inputs.peek().is_some() {
+            // Read per set: the previous one may have waited for the dispatcher's queue.
+            let now = self.ctx.clock.now();
             let mut combined = Effects::default();
             let mut set_ends = Vec::new();
             let mut failed = None;

@@ -1067,35 +1067,38 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Takes from the queue the other messages `from` delivers to `to` at this instant (the
-    /// caller has checked that `to` is up and not cut off from `from`); every other event
-    /// stays, in its order. Each one taken counts as an event, as it would have.
+    /// Takes from the queue the messages `from` delivers to `to` at this instant that come
+    /// next in the queue's order (the caller has checked that `to` is up and not cut off from
+    /// `from`, which holds for the whole instant). It stops at the first other event, so no
+    /// crash, partition or timer is ever passed over. Each one taken is an event of the run,
+    /// counted, hashed and described as the main loop does.
     fn take_same_instant_deliveries(&mut self, to: usize, from: usize) -> Vec<PeerMessage> {
         let mut taken = Vec::new();
-        let mut kept = Vec::new();
-        while self.queue.peek().is_some_and(|next| next.at <= self.time) {
+        while self.events < EVENTS_PER_RUN_MAX
+            && self.queue.peek().is_some_and(|next| {
+                next.at <= self.time
+                    && matches!(
+                        &*next.event,
+                        Event::Deliver { to: there, from: sender, loopback: None, .. }
+                            if *there == to && *sender == from
+                    )
+            })
+        {
             let Some(next) = self.queue.pop() else {
                 break;
             };
-            match *next.event {
-                Event::Deliver {
-                    to: there,
-                    from: sender,
-                    message,
-                    loopback: None,
-                } if there == to && sender == from => {
-                    self.events = self.events.saturating_add(1);
-                    self.hash.text(message.kind());
-                    taken.push(message);
-                }
-                event => kept.push(Scheduled {
-                    at: next.at,
-                    seq: next.seq,
-                    event: Box::new(event),
-                }),
+            self.events = self.events.saturating_add(1);
+            self.hash.u64(self.time);
+            self.hash.text(next.event.tag());
+            self.hash.u64(to as u64);
+            if self.options.detail {
+                self.describe(&next.event);
+            }
+            if let Event::Deliver { message, .. } = *next.event {
+                self.hash.text(message.kind());
+                taken.push(message);
             }
         }
-        self.queue.extend(kept);
         taken
     }
 

@@ -738,9 +738,9 @@ impl Store {
     /// Applies one write set atomically: its redo record first, then its changes (see
     /// `redo.rs` for why that is atomic across a crash and why it is not a sled transaction).
     ///
-    /// Every `Write::Fence` is a compare-and-set against the state before the set: if any
-    /// stored fence differs from its `expected`, nothing is written and the answer is
-    /// `FenceConflict`. Journal entries get the next sequence numbers, in order. The writes
+    /// Every `Write::Fence` is a compare-and-set against the fence the writes before it leave
+    /// (the stored one, unless the set wrote that leg's fence earlier): if any differs from
+    /// its `expected`, nothing is written and the answer is `FenceConflict`. Journal entries get the next sequence numbers, in order. The writes
     /// are visible to reads at once but durable only once [`Store::durable`] of the returned
     /// ticket (or [`Store::flush_blocking`]) returns.
     ///
