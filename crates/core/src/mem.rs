@@ -41,7 +41,9 @@ impl Tables {
         crate::ledger::check_fences(writes, |leg| self.fences.get(leg))
     }
 
-    fn apply_unchecked(&mut self, writes: &[Write]) {
+    /// Applies a set without checking its fences (the caller has, or only lays it over a
+    /// view: see `overlay.rs`).
+    pub(crate) fn apply_unchecked(&mut self, writes: &[Write]) {
         for write in writes {
             match write.clone() {
                 Write::Account(account) => {

@@ -15,47 +15,25 @@ use crate::account::Account;
 use crate::binding::Binding;
 use crate::ids::{BindingId, CreditId, LegId, RefundId, SettlementId, TransferId};
 use crate::ledger::{LedgerView, Write, index_union};
+use crate::mem::Tables;
 use crate::person::PersonId;
 use crate::records::{CreditRecord, Fence, RefundRecord, SettlementRecord, TransferRecord, WalletUsage};
 
-/// `base` as it will be once `writes` (recorded in order) are applied. Reads of records the
-/// writes changed come from the writes; everything else from `base`. Writes without a read
-/// (journal entries, live-hold and outbox index entries) only pass through.
+/// `base` as it will be once the recorded writes are applied. Reads of records the writes
+/// changed come from them; everything else from `base`.
 #[derive(Debug)]
 pub struct Overlay<'a, V> {
     base: &'a V,
-    accounts: BTreeMap<PersonId, Account>,
-    bindings: BTreeMap<BindingId, Binding>,
-    copies: BTreeMap<BindingId, Binding>,
-    /// Ids added to an index by the writes, in order; read as a union over the stored list.
-    grantor_index: BTreeMap<PersonId, Vec<BindingId>>,
-    grantee_index: BTreeMap<PersonId, Vec<BindingId>>,
-    fences: BTreeMap<LegId, Fence>,
-    settlements: BTreeMap<SettlementId, SettlementRecord>,
-    refunds: BTreeMap<RefundId, RefundRecord>,
-    credits: BTreeMap<CreditId, CreditRecord>,
-    transfers: BTreeMap<TransferId, TransferRecord>,
-    wallet_usage: BTreeMap<PersonId, WalletUsage>,
-    /// The highest binding serial written (0: none).
-    binding_serial: u64,
+    /// The recorded writes applied to empty tables: each record as last written, each index
+    /// as the ids added (read as a union over the base's list), the last serial written.
+    written: Tables,
 }
 
 impl<'a, V: LedgerView> Overlay<'a, V> {
     pub fn new(base: &'a V) -> Overlay<'a, V> {
         Overlay {
             base,
-            accounts: BTreeMap::new(),
-            bindings: BTreeMap::new(),
-            copies: BTreeMap::new(),
-            grantor_index: BTreeMap::new(),
-            grantee_index: BTreeMap::new(),
-            fences: BTreeMap::new(),
-            settlements: BTreeMap::new(),
-            refunds: BTreeMap::new(),
-            credits: BTreeMap::new(),
-            transfers: BTreeMap::new(),
-            wallet_usage: BTreeMap::new(),
-            binding_serial: 0,
+            written: Tables::default(),
         }
     }
 
@@ -64,47 +42,7 @@ impl<'a, V: LedgerView> Overlay<'a, V> {
     /// the overlay showed it); the driver keeps the sets themselves (`Effects::then`) and
     /// applies their concatenation.
     pub fn record(&mut self, writes: &[Write]) {
-        for write in writes {
-            match write.clone() {
-                Write::Account(account) => {
-                    self.accounts.insert(account.person, account);
-                }
-                Write::Binding(binding) => {
-                    self.bindings.insert(binding.id, binding);
-                }
-                Write::BindingCopy(binding) => {
-                    self.copies.insert(binding.id, binding);
-                }
-                Write::GrantorIndex { person, bindings } => {
-                    self.grantor_index.entry(person).or_default().extend(bindings);
-                }
-                Write::GranteeIndex { person, bindings } => {
-                    self.grantee_index.entry(person).or_default().extend(bindings);
-                }
-                Write::Fence { leg, new, .. } => {
-                    self.fences.insert(leg, new);
-                }
-                Write::Settlement(record) => {
-                    self.settlements.insert(record.request.settlement.clone(), record);
-                }
-                Write::Refund(record) => {
-                    self.refunds.insert(record.request.refund.clone(), record);
-                }
-                Write::Credit(record) => {
-                    self.credits.insert(record.credit.clone(), record);
-                }
-                Write::Transfer(record) => {
-                    self.transfers.insert(record.request.transfer.clone(), record);
-                }
-                Write::WalletUsage(usage) => {
-                    self.wallet_usage.insert(usage.person, usage);
-                }
-                // A ledger keeps the highest serial written (see `Write::BindingSerial`).
-                Write::BindingSerial(serial) => self.binding_serial = self.binding_serial.max(serial),
-                // Nobody reads these back through a view.
-                Write::LiveHold { .. } | Write::Outbox { .. } | Write::Journal(_) => {}
-            }
-        }
+        self.written.apply_unchecked(writes);
     }
 
     fn union(
@@ -135,42 +73,48 @@ impl<V: LedgerView> LedgerView for Overlay<'_, V> {
     type Error = V::Error;
 
     fn account(&self, person: &PersonId) -> Result<Option<Account>, V::Error> {
-        layered(&self.accounts, person, || self.base.account(person))
+        layered(&self.written.accounts, person, || self.base.account(person))
     }
     fn binding(&self, id: &BindingId) -> Result<Option<Binding>, V::Error> {
-        layered(&self.bindings, id, || self.base.binding(id))
+        layered(&self.written.bindings, id, || self.base.binding(id))
     }
     fn binding_copy(&self, id: &BindingId) -> Result<Option<Binding>, V::Error> {
-        layered(&self.copies, id, || self.base.binding_copy(id))
+        layered(&self.written.copies, id, || self.base.binding_copy(id))
     }
     fn bindings_of_grantor(&self, person: &PersonId) -> Result<Vec<BindingId>, V::Error> {
-        Self::union(self.base.bindings_of_grantor(person), self.grantor_index.get(person))
+        Self::union(
+            self.base.bindings_of_grantor(person),
+            self.written.grantor_index.get(person),
+        )
     }
     fn bindings_of_grantee(&self, person: &PersonId) -> Result<Vec<BindingId>, V::Error> {
-        Self::union(self.base.bindings_of_grantee(person), self.grantee_index.get(person))
+        Self::union(
+            self.base.bindings_of_grantee(person),
+            self.written.grantee_index.get(person),
+        )
     }
     fn fence(&self, leg: &LegId) -> Result<Option<Fence>, V::Error> {
-        layered(&self.fences, leg, || self.base.fence(leg))
+        layered(&self.written.fences, leg, || self.base.fence(leg))
     }
     fn settlement(&self, id: &SettlementId) -> Result<Option<SettlementRecord>, V::Error> {
-        layered(&self.settlements, id, || self.base.settlement(id))
+        layered(&self.written.settlements, id, || self.base.settlement(id))
     }
     fn refund(&self, id: &RefundId) -> Result<Option<RefundRecord>, V::Error> {
-        layered(&self.refunds, id, || self.base.refund(id))
+        layered(&self.written.refunds, id, || self.base.refund(id))
     }
     fn credit(&self, id: &CreditId) -> Result<Option<CreditRecord>, V::Error> {
-        layered(&self.credits, id, || self.base.credit(id))
+        layered(&self.written.credits, id, || self.base.credit(id))
     }
-    /// The base's, or the highest recorded if above it. (The node's store answers from a
+    /// The base's, or the last recorded if above it. (The node's store answers from a
     /// reservation counter that runs ahead of every serial written; an in-memory ledger
     /// answers the stored serial, which the recorded writes have not reached yet.)
     fn binding_serial(&self) -> Result<u64, V::Error> {
-        Ok(self.base.binding_serial()?.max(self.binding_serial))
+        Ok(self.base.binding_serial()?.max(self.written.binding_serial))
     }
     fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>, V::Error> {
-        layered(&self.transfers, id, || self.base.transfer(id))
+        layered(&self.written.transfers, id, || self.base.transfer(id))
     }
     fn wallet_usage(&self, person: &PersonId) -> Result<Option<WalletUsage>, V::Error> {
-        layered(&self.wallet_usage, person, || self.base.wallet_usage(person))
+        layered(&self.written.wallet_usage, person, || self.base.wallet_usage(person))
     }
 }
